@@ -175,15 +175,28 @@ def _cavity_half_thickness(p: Participant, u: np.ndarray) -> np.ndarray:
 
 
 def _invasion_depth(p: Participant, u: np.ndarray, wall_mm: np.ndarray) -> np.ndarray:
-    """Depth (mm from the cavity surface) reached by the tumour at each u; 0 where none."""
+    """Depth (mm from the cavity surface) reached by the tumour at each u; 0 where none.
+
+    The irregular front is normalised so that its deepest point is exactly
+    ``depth_ratio * (junctional zone + wall)``: the label is what the picture shows.
+    """
     tm = p.tumour
     if tm is None or tm.depth_ratio <= 0:
         return np.zeros_like(u)
-    (l1, l2), (f1, f2) = tm.front_wavelengths_mm, tm.front_phases
-    irregular = 0.6 * np.sin(2 * np.pi * u / l1 + f1) + 0.4 * np.sin(2 * np.pi * u / l2 + f2)
-    window = _bump(u, tm.centre_u, tm.invasion_half_length_mm) ** 0.5
-    full = tm.depth_ratio * (p.uterus.junctional_zone_mm + wall_mm)
-    return np.minimum(full * window * (0.85 + 0.15 * irregular), full)
+
+    def front(at: np.ndarray) -> np.ndarray:
+        (l1, l2), (f1, f2) = tm.front_wavelengths_mm, tm.front_phases
+        irregular = 0.6 * np.sin(2 * np.pi * at / l1 + f1) + 0.4 * np.sin(2 * np.pi * at / l2 + f2)
+        return _bump(at, tm.centre_u, tm.invasion_half_length_mm) ** 0.5 * (0.85 + 0.15 * irregular)
+
+    ut = p.uterus
+    dense = np.linspace(
+        max(tm.centre_u - tm.invasion_half_length_mm, ut.cavity_low),
+        min(tm.centre_u + tm.invasion_half_length_mm, ut.cavity_high), 512,
+    )
+    peak = float(front(dense).max())
+    full = tm.depth_ratio * (ut.junctional_zone_mm + wall_mm)
+    return full * np.clip(front(u) / max(peak, 1e-6), 0.0, 1.0)
 
 
 def tissue_map(p: Participant, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -32,13 +32,29 @@ import pydicom
 import scipy
 
 from client.data.labels import LabelRow, write_label_file
-from simulations.cohort.anatomy import Participant, caliper_points_mm, sample_participant, tissue_map
+from simulations.cohort.anatomy import (
+    Participant,
+    caliper_points_mm,
+    sample_participant,
+    tissue_map,
+)
 from simulations.cohort.annotations import apply_tint, burn_in_annotations, screen_text_lines
-from simulations.cohort.dicom_writer import DicomIdentity, UltrasoundRegion, make_identity, write_mri, write_ultrasound
+from simulations.cohort.dicom_writer import (
+    DicomIdentity,
+    UltrasoundRegion,
+    make_identity,
+    write_mri,
+    write_ultrasound,
+)
 from simulations.cohort.mri import MriProfile, mri_grid, render_mri
 from simulations.cohort.scanners import ScannerProfile
 from simulations.cohort.spec import CohortSpec
-from simulations.cohort.ultrasound import body_to_pixel, pixel_body_coords, render_ultrasound, sample_fan_pose
+from simulations.cohort.ultrasound import (
+    body_to_pixel,
+    pixel_body_coords,
+    render_ultrasound,
+    sample_fan_pose,
+)
 
 __all__ = ["GENERATOR_VERSION", "CohortExistsError", "generate_cohort", "cohort_fingerprint"]
 

@@ -35,7 +35,7 @@ class ScannerProfile:
     gamma: float = 1.0  # gray-map exponent applied after log compression (0.7-1.3)
     speckle_reduction: str = "none"  # "none" | "median" | "gaussian" post-processing
     speckle_reduction_strength: float = 0.0  # 0 = off; filter size / blend weight in [0, 1]
-    noise_floor_db: float = -60.0  # electronic noise level relative to the mean tissue echo
+    noise_floor_db: float = -60.0  # electronic noise re the strongest (specular) echoes, dB
     rows: int = 480  # stored image matrix (rows x cols), the fan plus the annotation margins
     cols: int = 640
     pixel_size_mm: float = 0.25  # isotropic pixel size of the scan-converted fan, mm

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from simulations.cohort.dicom_writer import check_encodable
 from simulations.cohort.mri import MRI_PROFILES, MriProfile, get_mri_profile
 from simulations.cohort.scanners import SCANNER_PROFILES, ScannerProfile, get_scanner_profile
 
@@ -65,6 +66,8 @@ class CohortSpec:
             raise ValueError(f"duplicate center names in {names}")
         if not self.centers:
             raise ValueError("a cohort needs at least one center")
+        for center in self.centers:
+            check_encodable(self.scanner_profile(center))  # fail at load time, not mid-cohort
 
     def scanner_profile(self, center: CenterSpec) -> ScannerProfile:
         """The center's ultrasound profile with cohort- and center-level overrides applied."""

@@ -56,6 +56,7 @@ HETEROGENEITY_DB = np.array([_ACOUSTICS[Tissue(i)][1] for i in range(_N)], dtype
 K_SHAPE = np.array([_ACOUSTICS[Tissue(i)][2] for i in range(_N)], dtype=np.float32)
 ATTENUATION_DB_CM_MHZ = np.array([_ACOUSTICS[Tissue(i)][3] for i in range(_N)], dtype=np.float32)
 NOMINAL_ATTENUATION = 0.8  # dB/cm/MHz a TGC preset assumes
+STRONGEST_ECHO_DB = 25.0  # specular echoes vs soft-tissue backscatter: the noise floor's reference
 DISPLAY_TISSUE_LEVEL = 0.42  # where outer myometrium (0 dB) sits in the display range at 0 dB gain
 
 
@@ -113,7 +114,7 @@ def fan_geometry(profile: ScannerProfile) -> FanGeometry:
     top_mm = profile.apex_radius_mm * np.cos(half)
     height_mm = r_max - top_mm
     left = 0.2 if profile.annotation_layout == "side" else 0.04
-    top = 0.1 if profile.annotation_layout == "top_bar" else 0.05
+    top = 0.05 if profile.annotation_layout == "side" else 0.1
     usable_w, usable_h = profile.cols * (1 - left - 0.04), profile.rows * (1 - top - 0.04)
     pixel = max(profile.pixel_size_mm, width_mm / usable_w, height_mm / usable_h)
     centre_col = profile.cols * left + usable_w / 2
@@ -229,12 +230,18 @@ def _echo_levels(p: Participant, tissue: np.ndarray, bx: np.ndarray, by: np.ndar
 
 
 def _texture(rng: np.random.Generator, tissue: np.ndarray) -> np.ndarray:
-    """Per-sample Gamma(alpha)/alpha intensity modulation (K-distributed amplitude)."""
-    alpha = K_SHAPE[tissue]
-    gain = np.ones(tissue.shape, dtype=np.float32)
+    """Gamma(alpha)/alpha intensity modulation (K-distributed amplitude) in 2x2-sample clusters.
+
+    Clusters at the PSF scale keep the non-Rayleigh texture after the PSF averages neighbouring
+    scatterers (realism.md §2.4 step 2).
+    """
+    coarse = tissue[::2, ::2]
+    alpha = K_SHAPE[coarse]
+    gain = np.ones(coarse.shape, dtype=np.float32)
     rough = alpha < 50
     gain[rough] = rng.standard_gamma(alpha[rough]).astype(np.float32) / alpha[rough]
-    return gain
+    gain = np.repeat(np.repeat(gain, 2, axis=0), 2, axis=1)
+    return gain[: tissue.shape[0], : tissue.shape[1]]
 
 
 def _tgc_db(profile: ScannerProfile, r_mm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -277,7 +284,7 @@ def render_ultrasound(
     t_idx = (np.arctan2(dx, dy)[fan] - theta[0]) / dtheta
 
     frames = np.zeros((n_frames, geom.rows, geom.cols), dtype=np.uint8)
-    noise_amp = np.float32(10 ** (profile.noise_floor_db / 20))
+    noise_amp = np.float32(10 ** ((profile.noise_floor_db - STRONGEST_ECHO_DB) / 20))
     speckle = None
     envelope = tissue = None
     frame_pose = pose

@@ -1,0 +1,32 @@
+"""Project-wide fixtures: offline settings, composed Hydra configs, one shared tiny cohort."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from helpers import tiny_spec
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("ECS_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``ecs-cohort cohort=tiny seed=0``, generated once per test session."""
+    from simulations.cohort.generate import generate_cohort
+
+    out = tmp_path_factory.mktemp("tiny_cohort")
+    generate_cohort(tiny_spec(), out, seed=0, workers=1, log=lambda _msg: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests leave files for a person to look at (contact sheets); kept after the run."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

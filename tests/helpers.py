@@ -1,0 +1,22 @@
+"""Helpers shared by tests: compose the real Hydra configs as the command-line apps do."""
+
+from __future__ import annotations
+
+
+def compose(config_name: str, overrides: list[str] | None = None):
+    """Compose a config from the installed ``configs`` package (as the CLIs do)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module="configs", version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides or [])
+
+
+def tiny_spec(*overrides: str):
+    """The ``cohort=tiny`` preset as a CohortSpec, with extra Hydra overrides."""
+    from omegaconf import OmegaConf
+
+    from simulations.cohort.spec import cohort_spec_from_config
+
+    cfg = compose("generate", ["cohort=tiny", *overrides])
+    return cohort_spec_from_config(OmegaConf.to_container(cfg.cohort, resolve=True))
