@@ -147,6 +147,15 @@ def read_label_file(path: str | Path, *, check_files: bool = True) -> list[Label
     path = Path(path)
     if not path.is_file():
         raise LabelFileError(f"{path}: label file not found")
+    try:
+        return _read_rows(path, check_files)
+    except UnicodeDecodeError as exc:
+        raise LabelFileError(
+            f"{path}: not UTF-8 text (byte {exc.start}); save the CSV as UTF-8"
+        ) from None
+
+
+def _read_rows(path: Path, check_files: bool) -> list[LabelRow]:
     rows: list[LabelRow] = []
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle, strict=True)
@@ -157,6 +166,9 @@ def read_label_file(path: str | Path, *, check_files: bool = True) -> list[Label
         if not header:
             raise LabelFileError(f"{path}: empty label file (no header row)")
         header = [h.strip() for h in header]
+        duplicated = sorted({c for c in header if header.count(c) > 1})
+        if duplicated:
+            raise LabelFileError(f"{path}:1: duplicated column(s) {duplicated}")
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
             raise LabelFileError(f"{path}:1: missing required column(s) {missing}")

@@ -77,8 +77,18 @@ class Ellipse:
     b: float
     angle: float = 0.0
 
-    def contains(self, x: np.ndarray, y: np.ndarray, grow_mm: float = 0.0) -> np.ndarray:
-        """Boolean mask of points inside the ellipse enlarged by ``grow_mm`` on both axes."""
+    def contains(
+        self, x: np.ndarray, y: np.ndarray, grow_mm: float = 0.0, *, bounds: tuple[float, float, float, float] | None = None
+    ) -> np.ndarray:
+        """Boolean mask of points inside the ellipse enlarged by ``grow_mm`` on both axes.
+
+        ``bounds`` = (xmin, xmax, ymin, ymax) of the points, when known, skips far ellipses.
+        """
+        if bounds is not None:
+            reach = max(self.a, self.b) + grow_mm
+            xmin, xmax, ymin, ymax = bounds
+            if self.cx + reach < xmin or self.cx - reach > xmax or self.cy + reach < ymin or self.cy - reach > ymax:
+                return np.zeros(np.shape(x), dtype=bool)
         c, s = np.cos(self.angle), np.sin(self.angle)
         dx, dy = x - self.cx, y - self.cy
         u = (dx * c + dy * s) / (self.a + grow_mm)
@@ -138,6 +148,7 @@ class Participant:
     bowel_gas: tuple[bool, ...]
     free_fluid: Ellipse | None
     texture_seed: int
+    body_fat_mm: float = 20.0  # subcutaneous fat in front of the abdominal muscles, mm
     tumour_echo_db: float = 0.0  # tumour backscatter relative to myometrium, dB
     echo_jitter_db: tuple[float, ...] = field(default_factory=tuple)  # per Tissue value, dB
     t2_scale: tuple[float, ...] = field(default_factory=tuple)  # per Tissue value, multiplicative
@@ -204,29 +215,39 @@ def tissue_map(p: Participant, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.float32)
     out = np.full(x.shape, Tissue.PELVIC_FAT, dtype=np.uint8)
-    _draw_body_wall(out, x, y)
-    out[p.bladder.contains(x, y, 3.0)] = Tissue.MUSCLE  # detrusor wall
-    out[p.bladder.contains(x, y)] = Tissue.FLUID
-    out[p.rectum.contains(x, y, 3.0)] = Tissue.BOWEL_WALL
-    out[p.rectum.contains(x, y)] = Tissue.BOWEL_GAS
+    b = (float(x.min()), float(x.max()), float(y.min()), float(y.max())) if x.size else None
+    _draw_body_wall(out, p, x, y)
+    out[p.bladder.contains(x, y, 3.0, bounds=b)] = Tissue.MUSCLE  # detrusor wall
+    out[p.bladder.contains(x, y, bounds=b)] = Tissue.FLUID
+    out[p.rectum.contains(x, y, 3.0, bounds=b)] = Tissue.BOWEL_WALL
+    out[p.rectum.contains(x, y, bounds=b)] = Tissue.BOWEL_GAS
     for loop, gas in zip(p.bowel, p.bowel_gas, strict=True):
-        out[loop.contains(x, y, 2.0)] = Tissue.BOWEL_WALL
-        out[loop.contains(x, y)] = Tissue.BOWEL_GAS if gas else Tissue.FLUID
+        out[loop.contains(x, y, 2.0, bounds=b)] = Tissue.BOWEL_WALL
+        out[loop.contains(x, y, bounds=b)] = Tissue.BOWEL_GAS if gas else Tissue.FLUID
     if p.free_fluid is not None:
-        out[p.free_fluid.contains(x, y)] = Tissue.FLUID
+        out[p.free_fluid.contains(x, y, bounds=b)] = Tissue.FLUID
     _draw_uterus(out, p, x, y)
     return out
 
 
-def _draw_body_wall(out: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
-    """Abdominal wall, pubic bone, sacrum, pelvic floor and air, fixed in the body frame."""
-    out[(x > 62) & (x < 78) & (y < 60)] = Tissue.BONE  # sacrum / coccyx
-    out[x >= 78] = Tissue.MUSCLE  # gluteal muscles
-    out[(x < -58) & (x > -68)] = Tissue.MUSCLE  # rectus abdominis
-    out[Ellipse(-50.0, 52.0, 9.0, 16.0, 0.3).contains(x, y)] = Tissue.BONE  # pubic symphysis
-    out[(y > 68) & (np.abs(x) < 50)] = Tissue.MUSCLE  # pelvic floor
-    out[x <= -80] = Tissue.AIR
-    out[x >= 100] = Tissue.AIR
+def _draw_body_wall(out: np.ndarray, p: Participant, x: np.ndarray, y: np.ndarray) -> None:
+    """Abdominal wall, sacrum, pubic bone, pelvic floor, gluteal muscles and air (body frame).
+
+    The body outline is an ellipse whose anterior skin lies ``body_fat_mm`` of subcutaneous fat
+    in front of the rectus muscles; the sacrum is a curved band behind the rectum.
+    """
+    fat = p.body_fat_mm
+    skin = Ellipse(12.0, -10.0, 58.0 + 8.0 + fat + 22.0, 230.0)  # anterior skin at x ~ -(66 + fat)
+    out[~skin.contains(x, y)] = Tissue.AIR
+    rectus = skin.contains(x, y, -fat) & ~skin.contains(x, y, -fat - 8.0) & (x < 0)
+    out[rectus] = Tissue.MUSCLE
+    r = np.hypot(x - 5.0, y + 5.0)
+    sacrum = (r > 64.0) & (r < 74.0) & (x > 30.0) & (y < 62.0)
+    out[sacrum] = Tissue.BONE
+    out[(r >= 74.0) & (x > 30.0) & skin.contains(x, y)] = Tissue.MUSCLE  # gluteal muscles
+    out[Ellipse(-52.0, 58.0, 9.0, 17.0, 0.35).contains(x, y)] = Tissue.BONE  # pubic symphysis
+    floor = Ellipse(0.0, 20.0, 62.0, 62.0)
+    out[~floor.contains(x, y) & floor.contains(x, y, 9.0) & (y > 50.0)] = Tissue.MUSCLE  # levator ani
 
 
 def _draw_uterus(out: np.ndarray, p: Participant, x: np.ndarray, y: np.ndarray) -> None:
@@ -243,11 +264,12 @@ def _draw_uterus(out: np.ndarray, p: Participant, x: np.ndarray, y: np.ndarray) 
     jz = ut.junctional_zone_mm
     outer = jz + wall
 
-    # Cervix: a tube below the internal os, with a bright endocervical canal.
-    below = (u < ut.cavity_low) & (u > ut.cavity_low - ut.cervix_length_mm)
-    cervix = below & (np.abs(v) < ut.cervix_half_width_mm)
+    # Cervix: a round-ended tube below the internal os, with a bright endocervical canal.
+    w = ut.cervix_half_width_mm
+    ucx = np.clip(u, ut.cavity_low - ut.cervix_length_mm + w, ut.cavity_low)
+    cervix = (np.hypot(u - ucx, v) < w) & (u < ut.cavity_low + 2.0)
     out[cervix] = Tissue.CERVIX
-    out[cervix & (np.abs(v) < 0.8)] = Tissue.ENDOMETRIUM
+    out[cervix & (np.abs(v) < 0.8) & (u > ut.cavity_low - ut.cervix_length_mm + 2.0)] = Tissue.ENDOMETRIUM
 
     body = (d_cav < outer) & (u >= ut.cavity_low - 4.0)
     out[body] = Tissue.SEROSA
@@ -410,6 +432,7 @@ def sample_participant(
         depth_ratio=float(depth_ratio), endometrial_thickness_mm=0.0, hard_negative=hard_negative,
         uterus=uterus, tumour=tumour, polyp=polyp, fibroid=fibroid, **surroundings,
         texture_seed=int(rng.integers(0, 2**31 - 1)),
+        body_fat_mm=float(rng.uniform(8.0, 40.0)),
         tumour_echo_db=float(rng.uniform(-4.0, 7.0)),
         echo_jitter_db=tuple(float(v) for v in rng.normal(0.0, 1.5, n_tissues)),
         t2_scale=tuple(float(v) for v in rng.normal(1.0, 0.05, n_tissues)),

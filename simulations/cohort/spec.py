@@ -92,7 +92,7 @@ def cohort_spec_from_config(cfg: Mapping, *, scale: float = 1.0) -> CohortSpec:
     centers_cfg = cfg.pop("centers", None)
     if not centers_cfg:
         raise ValueError("cohort config has no centers")
-    scale = float(cfg.pop("scale", scale))
+    scale = float(cfg.pop("scale", 1.0)) * scale
     known_center = {f.name for f in fields(CenterSpec)} - {"name"}
     centers = []
     for name, raw in dict(centers_cfg).items():

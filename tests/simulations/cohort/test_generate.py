@@ -149,3 +149,18 @@ def test_contact_sheets_show_every_center(tiny_cohort: Path, artifacts_dir: Path
     assert [p.stem for p in written] == [f"contact_sheet_{c}" for c in ("clinic", "community", "regional", "teaching", "university")]
     university = Image.open(artifacts_dir / "contact_sheets" / "contact_sheet_university.png")
     assert university.height > 3 * 200  # US negatives, US positives, MR negatives, MR positives
+
+
+def test_ecs_data_check_reports_every_generated_file_ok(tiny_cohort: Path, tmp_path: Path) -> None:
+    """A hospital's pre-flight on the synthetic cohort: every file decodes, nothing is fatal."""
+    exe = Path(sys.executable).parent / "ecs-data"
+    done = subprocess.run([exe, "check", str(tiny_cohort), "--json", "--cache-dir", str(tmp_path / "cache")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    listed = sum(len(read_label_file(m)) for m in tiny_cohort.glob("*/manifest.csv"))
+    assert len(report["files"]) == listed
+    assert {f["status"] for f in report["files"]} == {"ok"}
+    us = [f for f in report["files"] if f["modality"] == "US"]
+    assert all(f["spacing_mm"] is not None for f in report["files"])
+    assert {f["photometric"] for f in us} == {"MONOCHROME2", "RGB", "YBR_FULL_422", "PALETTE COLOR"}

@@ -82,3 +82,10 @@ def test_same_generator_state_gives_the_same_frames_and_cine_frames_differ() -> 
     np.testing.assert_array_equal(a.frames, b.frames)
     assert not np.array_equal(a.frames[0], a.frames[1])  # probe motion and speckle decorrelation
     assert (a.frames[:, ~a.fan] == 0).all()
+
+
+def test_fast_median_equals_scipy() -> None:
+    from simulations.cohort.ultrasound import _median3x3
+
+    image = np.random.default_rng(0).random((37, 53)).astype(np.float32)
+    np.testing.assert_array_equal(_median3x3(image), ndimage.median_filter(image, size=3, mode="nearest"))

@@ -1,0 +1,164 @@
+"""Turn decoded frames into model input: crop, fan mask, annotation removal, resampling.
+
+Ultrasound (in this order): crop to the chosen tissue region; in-paint burned-in glyphs
+(coloured pixels and thin near-saturated strokes) with the local background; zero pixels
+outside the estimated fan; resample to an isotropic physical pixel size when the spacing is
+known; letterbox to a square and resize. MR: resample / resize only (intensities are
+already normalised by :mod:`client.data.decode`).
+
+Arrays are float32 in [0, 1]; ``[F, H, W]`` in, ``[F, S, S]`` out (``S = output_size``) or
+``[F, H', W']`` when ``output_size`` is None.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from client.data.annotations import detect_annotations, inpaint_background
+from client.data.decode import FRAME_POLICIES, DecodedImage
+from client.data.fan import estimate_fan_mask
+
+__all__ = ["PIPELINE_VERSION", "PreprocessConfig", "PreprocessResult", "preprocess", "preprocess_detailed"]
+
+PIPELINE_VERSION = 1  # bump when the pixels produced for the same config change
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How a DICOM file becomes training frames.
+
+    Attributes:
+        frame_policy: ``"middle"``, ``"all"`` or ``"stride"`` (see ``decode.select_frame_indices``).
+        frame_stride: every k-th frame for ``"stride"``.
+        crop_to_region: US only, crop to the chosen 2D tissue region when the file has one.
+        mask_fan: US only, zero the pixels outside the estimated fan.
+        remove_annotations: US only, in-paint burned-in text and calipers.
+        target_spacing_mm: resample to this isotropic pixel size (mm) when spacing is known.
+        output_size: square output side in pixels (letterboxed, aspect kept); None keeps size.
+    """
+
+    frame_policy: str = "middle"
+    frame_stride: int = 1
+    crop_to_region: bool = True
+    mask_fan: bool = True
+    remove_annotations: bool = True
+    target_spacing_mm: float | None = None
+    output_size: int | None = 256
+
+    def __post_init__(self) -> None:
+        if self.frame_policy not in FRAME_POLICIES:
+            raise ValueError(f"frame_policy {self.frame_policy!r} not in {FRAME_POLICIES}")
+        if self.frame_stride < 1:
+            raise ValueError("frame_stride must be >= 1")
+        if self.target_spacing_mm is not None and not self.target_spacing_mm > 0:
+            raise ValueError("target_spacing_mm must be > 0")
+        if self.output_size is not None and self.output_size < 8:
+            raise ValueError("output_size must be >= 8 pixels")
+
+    def cache_key(self) -> str:
+        """Stable 16-hex-digit key of the settings and :data:`PIPELINE_VERSION`."""
+        payload = json.dumps({"v": PIPELINE_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PreprocessResult:
+    """``image``: float32 ``[F, S, S]``; what the pipeline found on the way."""
+
+    image: np.ndarray
+    fan_found: bool | None  # None when no fan was looked for
+    annotation_fraction: float  # share of (cropped) pixels in-painted, mean over frames
+    spacing_mm: tuple[float, float] | None  # pixel size of ``image`` in mm when known
+
+
+def _resample(frames: np.ndarray, zoom_rows: float, zoom_cols: float) -> np.ndarray:
+    """Bilinear zoom of every frame, Gaussian pre-filter when shrinking (anti-aliasing)."""
+    if abs(zoom_rows - 1.0) < 1e-6 and abs(zoom_cols - 1.0) < 1e-6:
+        return frames
+    sigma = (0.0, max(0.0, (1.0 / zoom_rows - 1.0) / 2.0), max(0.0, (1.0 / zoom_cols - 1.0) / 2.0))
+    if sigma[1] > 0 or sigma[2] > 0:
+        frames = ndimage.gaussian_filter(frames, sigma=sigma, mode="nearest")
+    out_rows = max(1, round(frames.shape[1] * zoom_rows))
+    out_cols = max(1, round(frames.shape[2] * zoom_cols))
+    zoom = (1.0, out_rows / frames.shape[1], out_cols / frames.shape[2])
+    return ndimage.zoom(frames, zoom, order=1, prefilter=False, mode="nearest", grid_mode=True)
+
+
+def _letterbox(frames: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """Pad to a centred square with zeros, then resize to ``size``; returns (frames, zoom)."""
+    _, height, width = frames.shape
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    square = np.zeros((frames.shape[0], side, side), dtype=np.float32)
+    square[:, top:top + height, left:left + width] = frames
+    zoom = size / side
+    out = _resample(square, zoom, zoom)
+    if out.shape[1:] != (size, size):  # rounding guard
+        fixed = np.zeros((out.shape[0], size, size), dtype=np.float32)
+        fixed[:, : min(size, out.shape[1]), : min(size, out.shape[2])] = out[:, :size, :size]
+        out = fixed
+    return out, zoom
+
+
+def _clean_ultrasound(
+    frames: np.ndarray, deviation: np.ndarray | None, cfg: PreprocessConfig
+) -> tuple[np.ndarray, bool | None, float]:
+    annotation_fraction = 0.0
+    if cfg.remove_annotations:
+        cleaned = np.empty_like(frames)
+        fractions = []
+        for index, frame in enumerate(frames):
+            mask = detect_annotations(frame, None if deviation is None else deviation[index])
+            fractions.append(float(mask.mean()))
+            cleaned[index] = inpaint_background(frame, mask)
+        frames, annotation_fraction = cleaned, float(np.mean(fractions))
+    fan_found: bool | None = None
+    if cfg.mask_fan:
+        fan = estimate_fan_mask(frames)
+        fan_found = fan.found
+        if fan.found:
+            frames = frames * fan.mask[None]
+    return frames, fan_found, annotation_fraction
+
+
+def preprocess_detailed(decoded: DecodedImage, cfg: PreprocessConfig) -> PreprocessResult:
+    """Run the pipeline on a decoded image; see the module docstring for the steps.
+
+    Args:
+        decoded: from :func:`client.data.decode.decode_dicom` (its frame policy should match
+            ``cfg``; the frames given are the frames processed).
+        cfg: the settings.
+
+    Returns:
+        :class:`PreprocessResult` with ``image`` float32 ``[F, S, S]`` in [0, 1].
+    """
+    frames = decoded.frames.astype(np.float32, copy=False)
+    deviation = decoded.color_deviation
+    spacing = decoded.spacing_mm
+    fan_found: bool | None = None
+    annotation_fraction = 0.0
+    if decoded.modality == "US":
+        if cfg.crop_to_region and decoded.region is not None:
+            x0, y0, x1, y1 = decoded.region
+            frames = frames[:, y0:y1 + 1, x0:x1 + 1]
+            deviation = None if deviation is None else deviation[:, y0:y1 + 1, x0:x1 + 1]
+        frames, fan_found, annotation_fraction = _clean_ultrasound(frames, deviation, cfg)
+    if cfg.target_spacing_mm is not None and spacing is not None:
+        frames = _resample(frames, spacing[0] / cfg.target_spacing_mm, spacing[1] / cfg.target_spacing_mm)
+        spacing = (cfg.target_spacing_mm, cfg.target_spacing_mm)
+    if cfg.output_size is not None:
+        frames, zoom = _letterbox(frames, cfg.output_size)
+        if spacing is not None:
+            spacing = (spacing[0] / zoom, spacing[1] / zoom)
+    image = np.clip(np.ascontiguousarray(frames, dtype=np.float32), 0.0, 1.0)
+    return PreprocessResult(image, fan_found, annotation_fraction, spacing)
+
+
+def preprocess(decoded: DecodedImage, cfg: PreprocessConfig) -> np.ndarray:
+    """Model-ready frames, float32 ``[F, S, S]`` (``[F, H, W]`` if ``output_size`` is None)."""
+    return preprocess_detailed(decoded, cfg).image
