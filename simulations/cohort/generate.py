@@ -58,7 +58,7 @@ from simulations.cohort.ultrasound import (
 
 __all__ = ["GENERATOR_VERSION", "CohortExistsError", "generate_cohort", "cohort_fingerprint"]
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 _KIND_CODE = {"us": 1, "mr": 2, "paired": 3}
 
 
