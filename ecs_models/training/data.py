@@ -1,0 +1,89 @@
+"""Classifier datasets of a site: real ultrasound from its DICOM folder, synthetic ultrasound
+from its MRI, and the train/eval transforms (the paper's RandomResizedCrop, vertical flip and
+mild intensity jitter). Used alike by centralized runs and federated clients.
+
+Image convention: the data layer gives float32 [1, S, S] in [0, 1]; models see [-1, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, Dataset, TensorDataset
+from torchvision.transforms import v2
+
+from client.data.dataset import SiteImageDataset
+from client.data.labels import LabelRow, read_label_file
+from client.data.preprocess import PreprocessConfig
+
+__all__ = ["TransformedImages", "site_rows", "site_us_dataset", "synthetic_dataset", "combine", "dataset_labels"]
+
+
+class TransformedImages(Dataset[tuple[torch.Tensor, int]]):
+    """Wraps a dataset of ``([1, S, S] in [0, 1], label)`` and returns ``([1, R, R] in [-1, 1], label)``.
+
+    ``train=True`` applies RandomResizedCrop(R, scale 0.7-1), vertical flip (p = 0.5) and
+    brightness/contrast jitter of +-10 %; otherwise a plain resize to R.
+    """
+
+    def __init__(self, base: Dataset, size: int, *, train: bool) -> None:
+        self.base = base
+        self.size = size
+        if train:
+            self.transform = v2.Compose([
+                v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.85, 1.15), antialias=True),
+                v2.RandomVerticalFlip(0.5),
+                v2.ColorJitter(brightness=0.1, contrast=0.1),
+            ])
+        else:
+            self.transform = v2.Resize((size, size), antialias=True)
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.base[index]
+        image = self.transform(image.clamp(0, 1))
+        return image * 2.0 - 1.0, int(label)
+
+
+def site_rows(center_dir: str | Path, splits: Sequence[str], modality: str = "US") -> list[LabelRow]:
+    """Rows of a site's label file in the given splits (``""`` matches rows without a split)."""
+    rows = read_label_file(Path(center_dir) / "manifest.csv")
+    return [r for r in rows if r.split in splits and r.modality == modality]
+
+
+def site_us_dataset(
+    center_dir: str | Path, splits: Sequence[str], preprocess_cfg: PreprocessConfig, cache_dir: str | Path | None
+) -> SiteImageDataset:
+    """Real ultrasound frames of a site's rows in ``splits``, items ``([1, S, S] in [0, 1], label)``."""
+    return SiteImageDataset(center_dir, site_rows(center_dir, splits), preprocess_cfg, cache_dir, modality="US")
+
+
+def synthetic_dataset(images: torch.Tensor, labels: Sequence[int]) -> TensorDataset:
+    """Synthetic ultrasound from the generator (float [N, 1, S, S] in [-1, 1]) as ``([0, 1], label)`` items."""
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} synthetic images but {len(labels)} labels")
+    return TensorDataset(((images.float() + 1.0) / 2.0).clamp(0, 1), torch.as_tensor(list(labels), dtype=torch.int64))
+
+
+def combine(datasets: Sequence[Dataset]) -> Dataset:
+    """Concatenate non-empty datasets (an empty list gives an empty dataset)."""
+    non_empty = [d for d in datasets if len(d) > 0]  # type: ignore[arg-type]
+    return ConcatDataset(non_empty) if non_empty else TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.int64))
+
+
+def dataset_labels(dataset: Dataset) -> np.ndarray:
+    """Labels of every item, without loading images where the dataset knows them."""
+    if isinstance(dataset, ConcatDataset):
+        return np.concatenate([dataset_labels(d) for d in dataset.datasets]) if dataset.datasets else np.zeros(0, np.int64)
+    if isinstance(dataset, SiteImageDataset):
+        return np.asarray(dataset.labels, dtype=np.int64)
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[1].numpy().astype(np.int64)
+    if isinstance(dataset, TransformedImages):
+        return dataset_labels(dataset.base)
+    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)  # type: ignore[arg-type]

@@ -1,0 +1,201 @@
+"""Gradient distillation of the wide MobileViT teacher into LSNet (paper stage 2), plain PyTorch.
+
+One training step, as the reference describes (all weights 1):
+
+    teacher CE + student CE
+    + sum over MobileViT blocks of MSE(student g_hat, teacher attention-score gradient)
+    + BYOL-style alignment 2 - 2 cos(predictor(proj_student), stopgrad(proj_teacher))
+
+The distillation target of a block is d(teacher CE)/d(pre-softmax attention scores) of the
+first attention layer of that teacher block, computed with ``torch.autograd.grad`` on the same
+batch. Raw score gradients are O(1/(B N)) and would give a vanishing MSE, so each target map is
+standardised per (sample, patch position, head) — a scale-free target; the release leaves the
+scale open. The student's gradient generator learns only through this MSE (its top-k indices are
+not differentiable), so any path that trains LSNet keeps the MSE on.
+
+Stage A trains on real + synthetic ultrasound, stage B on real ultrasound at 1/10 of the learning
+rate with class-weighted CE, ``w_c = N / (C * N_c)`` clamped to [0.1, 10]; distillation stays on.
+Models without maps (timm baselines) or with ``distillation=False`` train on their CE alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "StageConfig",
+    "DistillationModel",
+    "class_weights",
+    "distillation_losses",
+    "train_stage",
+    "predict_scores",
+]
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage (A: real + synthetic, B: real only with class weights)."""
+
+    epochs: int = 10
+    lr: float = 5e-4  # Adam; stage B uses 1/10 of stage A's
+    warmup_fraction: float = 0.1  # linear warm-up, then cosine decay to 0
+    weight_decay: float = 0.0
+    class_weighted: bool = False  # stage B: w_c = N / (C N_c), clamped
+    class_weight_clamp: tuple[float, float] = (0.1, 10.0)
+    grad_clip_norm: float = 5.0
+    max_steps_per_epoch: int | None = None  # cap for quick runs
+
+
+class _Projector(nn.Sequential):
+    """Training-only MLP on pooled features (BYOL projector / predictor)."""
+
+    def __init__(self, in_features: int, out_features: int, hidden: int = 256) -> None:
+        super().__init__(nn.Linear(in_features, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, out_features))
+
+
+class DistillationModel(nn.Module):
+    """Teacher + student + training-only projectors, as one module (one state to checkpoint or
+    to send to a federation server). ``teacher=None`` trains the student alone.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *, projection_dim: int = 128) -> None:
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+        if teacher is not None:
+            self.teacher_projector = _Projector(teacher.num_features, projection_dim)
+            self.student_projector = _Projector(student.num_features, projection_dim)
+            self.student_predictor = _Projector(projection_dim, projection_dim)
+
+    @property
+    def distills(self) -> bool:
+        return self.teacher is not None
+
+
+def class_weights(labels: Iterable[int], n_classes: int = 2, clamp: tuple[float, float] = (0.1, 10.0)) -> torch.Tensor:
+    """``w_c = N / (C * N_c)`` clamped to ``clamp``; a class absent from ``labels`` gets the max."""
+    counts = np.bincount(np.asarray(list(labels), dtype=np.int64), minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), clamp[1])
+    return torch.tensor(np.clip(weights, *clamp), dtype=torch.float32)
+
+
+def _standardise(target: torch.Tensor) -> torch.Tensor:
+    """Per-(sample, position, head) zero-mean unit-std map: [B, P, H, N, N] -> same."""
+    mean = target.mean(dim=(-2, -1), keepdim=True)
+    std = target.std(dim=(-2, -1), keepdim=True)
+    return (target - mean) / (std + 1e-12)
+
+
+def distillation_losses(
+    model: DistillationModel, images: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total loss of one batch and its parts.
+
+    Args:
+        images: float [B, C, S, S]; labels: int64 [B]; weight: per-class CE weights [K] or None.
+
+    Returns:
+        (total loss, {"loss", "ce_student", "ce_teacher", "distill", "align"} as floats).
+    """
+    if not model.distills:
+        ce = F.cross_entropy(model.student(images), labels, weight=weight)
+        return ce, {"loss": ce.item(), "ce_student": ce.item()}
+    t_out = model.teacher.forward_with_maps(images)
+    ce_t = F.cross_entropy(t_out.logits, labels, weight=weight)
+    grads = torch.autograd.grad(ce_t, t_out.maps, retain_graph=True)
+    targets = [_standardise(g.detach()) for g in grads]
+    s_out = model.student.forward_with_maps(images)
+    ce_s = F.cross_entropy(s_out.logits, labels, weight=weight)
+    distill = sum(F.mse_loss(g_hat, target) for g_hat, target in zip(s_out.maps, targets, strict=True))
+    z_t = F.normalize(model.teacher_projector(t_out.features), dim=-1).detach()
+    z_s = F.normalize(model.student_predictor(model.student_projector(s_out.features)), dim=-1)
+    align = (2 - 2 * (z_s * z_t).sum(dim=-1)).mean()
+    total = ce_t + ce_s + distill + align
+    parts = {"loss": total.item(), "ce_student": ce_s.item(), "ce_teacher": ce_t.item(),
+             "distill": float(distill), "align": align.item()}
+    return total, parts
+
+
+def _schedule(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up then cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def train_stage(
+    model: DistillationModel,
+    train_loader: torch.utils.data.DataLoader,
+    cfg: StageConfig,
+    *,
+    device: torch.device,
+    labels_for_weights: Iterable[int] | None = None,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, float]]:
+    """Train ``model`` for ``cfg.epochs`` epochs; returns the mean loss parts per epoch.
+
+    ``on_epoch_end(epoch, parts)`` runs after every epoch (validation and checkpointing live
+    there, in the caller). Batches are ``(images [B, C, S, S], labels [B])``.
+    """
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader), cfg.max_steps_per_epoch)
+    total = max(1, cfg.epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _schedule(step, total, max(1, int(cfg.warmup_fraction * total)))
+    )
+    weight = None
+    if cfg.class_weighted:
+        if labels_for_weights is None:
+            raise ValueError("class_weighted stage needs labels_for_weights")
+        weight = class_weights(labels_for_weights, clamp=cfg.class_weight_clamp).to(device)
+    history = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        sums: dict[str, float] = {}
+        n_batches = 0
+        for step, (images, labels) in enumerate(train_loader):
+            if step >= steps_per_epoch:
+                break
+            images, labels = images.to(device), labels.to(device)
+            loss, parts = distillation_losses(model, images, labels, weight)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step}: {parts}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
+            optimizer.step()
+            scheduler.step()
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + value
+            n_batches += 1
+        means = {k: v / max(n_batches, 1) for k, v in sums.items()}
+        history.append(means)
+        log(f"  epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in means.items()))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, means)
+    return history
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels [N], P(invasion) [N])`` of a classifier over a loader, in eval mode."""
+    model.to(device).eval()
+    all_labels, all_scores = [], []
+    for images, labels in loader:
+        logits = model(images.to(device))
+        all_scores.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy())
+        all_labels.append(np.asarray(labels))
+    if not all_labels:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    return np.concatenate(all_labels).astype(np.int64), np.concatenate(all_scores).astype(np.float64)

@@ -1,0 +1,124 @@
+"""``ecs-train``: the Hydra entry point for centralized runs, comparisons and ablations.
+
+Without ``variants`` it trains one configuration; with ``variants`` (an experiment such as
+``ablation``) it trains every variant for every seed in ``seeds`` and writes one table
+(``table.md``, ``table.csv``: held-out sensitivity, specificity and AUC as mean +- std).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from ecs_models import create_model
+from ecs_models.complexity import complexity_report
+from simulations.centralized.run import run_training
+
+REPORT_SIZE = 320  # input size at which the table reports cost (the paper's LSNet input)
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def variant_config(base: DictConfig, overrides: dict, seed: int) -> DictConfig:
+    """``base`` with a variant's overrides; a different ``model.name`` replaces the model node."""
+    cfg = OmegaConf.masked_copy(base, [k for k in base if k not in ("variants", "seeds")])
+    overrides = dict(overrides)
+    model = overrides.pop("model", None)
+    if model is not None:
+        if "name" in model and model["name"] != cfg.model.name:
+            cfg.model = OmegaConf.create(dict(model))
+        else:
+            cfg.model = OmegaConf.merge(cfg.model, model)
+    cfg = OmegaConf.merge(cfg, overrides)
+    cfg.seed = int(seed)
+    return cfg
+
+
+def _mean_std(values: list[float]) -> str:
+    arr = np.asarray(values, dtype=float)
+    arr = arr[~np.isnan(arr)]
+    if len(arr) == 0:
+        return "n/a"
+    return f"{arr.mean():.3f} ± {arr.std(ddof=0):.3f}" if len(arr) > 1 else f"{arr[0]:.3f}"
+
+
+def _cost(name: str, model_cfg: dict) -> tuple[float, float]:
+    kwargs = {k: v for k, v in model_cfg.items() if k != "name"}
+    if name in ("lsnet", "teacher"):
+        kwargs["img_size"] = REPORT_SIZE
+    report = complexity_report(create_model(name, **kwargs), (1, 1, REPORT_SIZE, REPORT_SIZE))
+    return report["params"] / 1e6, report["gmacs"]
+
+
+def summarise(results: dict[str, list[dict]], cfgs: dict[str, DictConfig], out_dir: Path) -> str:
+    """Write ``table.md`` / ``table.csv`` (held-out pooled metrics over seeds); return the markdown."""
+    rows = []
+    if "lsnet_full" in results and all("teacher" in m for m in results["lsnet_full"]):
+        teacher_runs = [m["teacher"]["held_out"]["pooled"] for m in results["lsnet_full"]]
+        params, gmacs = _cost("teacher", OmegaConf.to_container(cfgs["lsnet_full"].teacher))
+        rows.append(("teacher (of lsnet_full)", teacher_runs, params, gmacs))
+    for variant, runs in results.items():
+        model_cfg = OmegaConf.to_container(cfgs[variant].model)
+        params, gmacs = _cost(model_cfg["name"], model_cfg)
+        rows.append((variant, [m["held_out"]["pooled"] for m in runs], params, gmacs))
+    header = "| model | held-out sensitivity | held-out specificity | held-out AUC | params (M) | GMACs @320 |"
+    lines = [header, "|---|---|---|---|---|---|"]
+    table = []
+    for name, pooled, params, gmacs in rows:
+        cells = [_mean_std([p[k] for p in pooled]) for k in ("sensitivity", "specificity", "auc")]
+        lines.append(f"| {name} | {' | '.join(cells)} | {params:.3f} | {gmacs:.3f} |")
+        for seed_index, p in enumerate(pooled):
+            table.append({"model": name, "seed_index": seed_index, **{k: p[k] for k in ("sensitivity", "specificity", "auc", "threshold")},
+                          "params_m": params, "gmacs_320": gmacs})
+    markdown = "\n".join(lines) + "\n"
+    (out_dir / "table.md").write_text(markdown)
+    with (out_dir / "table.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    return markdown
+
+
+@hydra.main(version_base="1.3", config_path="pkg://configs", config_name="train")
+def _main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        if cfg.variants is None:
+            metrics = run_training(cfg, run_dir, _log)
+            pooled = metrics["held_out"].get("pooled", {})
+            _log(f"held-out: sensitivity {pooled.get('sensitivity', float('nan')):.3f}, specificity "
+                 f"{pooled.get('specificity', float('nan')):.3f}, AUC {pooled.get('auc', float('nan')):.3f} -> {run_dir}")
+            return
+        seeds = list(cfg.seeds) if cfg.seeds is not None else [int(cfg.seed)]
+        results: dict[str, list[dict]] = {}
+        cfgs: dict[str, DictConfig] = {}
+        synthetic_cache: dict = {}
+        for variant, overrides in cfg.variants.items():
+            for seed in seeds:
+                vcfg = variant_config(cfg, OmegaConf.to_container(overrides or {}), seed)
+                cfgs[variant] = vcfg
+                _log(f"== {variant} seed {seed}")
+                metrics = run_training(vcfg, run_dir / variant / f"seed{seed}", _log, synthetic_cache=synthetic_cache)
+                results.setdefault(variant, []).append(metrics)
+        (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+        _log(summarise(results, cfgs, run_dir))
+    except (ValueError, FileNotFoundError) as exc:
+        sys.exit(f"ecs-train: {exc}")
+
+
+def main() -> None:
+    """Console entry point (``ecs-train``)."""
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""One centralized training run: pooled (all training centers) or local (one center alone).
+
+Steps: make or reuse the cohort; real ultrasound datasets per split; optionally train an
+SG-CycleGAN on the training centers' MRI + ultrasound and synthesize labelled ultrasound from
+their MRI; stage A (real + synthetic) and stage B (real, class-weighted) with the paper's
+checkpoint rule on validation data; an operating point chosen on validation data; evaluation on
+every training center's internal test split and on the held-out centers; the exported student.
+
+Everything here is plain PyTorch over ``ecs_models.training``: the federated client calls the
+same functions on its own data.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from client.data.preprocess import PreprocessConfig
+from ecs_models import create_model
+from ecs_models.complexity import complexity_report
+from ecs_models.export import check_onnx_parity, export_onnx
+from ecs_models.training.data import (
+    TransformedImages,
+    combine,
+    dataset_labels,
+    site_us_dataset,
+    synthetic_dataset,
+)
+from ecs_models.training.distill import DistillationModel, StageConfig, predict_scores, train_stage
+from ecs_models.training.metrics import CheckpointSelector, choose_threshold, screening_metrics
+from simulations.cohort.generate import generate_cohort
+from simulations.cohort.spec import cohort_spec_from_config
+
+__all__ = ["seed_everything", "resolve_device", "ensure_cohort", "run_training"]
+
+Log = Callable[[str], None]
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, numpy and torch from one integer; returns a generator for data loaders."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def ensure_cohort(cfg: DictConfig, log: Log) -> Path:
+    """Generate the configured cohort into ``cfg.cohort_dir`` or reuse the identical one there."""
+    spec = cohort_spec_from_config(OmegaConf.to_container(cfg.cohort, resolve=True))
+    out = Path(cfg.cohort_dir)
+    generate_cohort(spec, out, seed=int(cfg.cohort_seed), workers=int(cfg.cohort_workers), log=log)
+    return out
+
+
+def _centers(cohort_dir: Path, cfg: DictConfig) -> tuple[list[str], list[str]]:
+    summary = json.loads((cohort_dir / "cohort.json").read_text())
+    training = [c["name"] for c in summary["centers"] if c["role"] == "train"]
+    held_out = list(summary["held_out_centers"])
+    if cfg.mode == "local":
+        if cfg.center not in training:
+            raise ValueError(f"mode=local needs center=<one of {training}>, got {cfg.center!r}")
+        training = [cfg.center]
+    elif cfg.mode != "pooled":
+        raise ValueError(f"mode must be pooled or local, got {cfg.mode!r}")
+    return training, held_out
+
+
+def _synthesize(cfg: DictConfig, cohort_dir: Path, centers: list[str], device: torch.device, log: Log) -> tuple[object, dict]:
+    """Train the GAN on the centers' training MRI + US; return (synthetic dataset, GAN metrics)."""
+    from ecs_models.training.gan import GanTrainConfig, GanTrainer, synthesize_us, train_gan
+    from ecs_models.training.gan_data import load_center_mri, load_center_us
+
+    size, cache = int(cfg.gan.image_size), cfg.paths.cache
+    mri = [load_center_mri(cohort_dir / c, image_size=size, cache_dir=cache) for c in centers]
+    us = [load_center_us(cohort_dir / c, image_size=size, cache_dir=cache) for c in centers]
+    mri_images = torch.cat([m.images for m in mri])
+    mri_labels = torch.cat([m.labels for m in mri])
+    us_images = torch.cat([u.images for u in us])
+    if len(mri_images) == 0:
+        log("  no MRI at the training centers: no synthetic data")
+        return None, {"synthetic_images": 0}
+    model = create_model(cfg.gan.name, preset=cfg.gan.preset, image_size=size).to(device)
+    steps = int(cfg.gan.steps)
+    trainer = GanTrainer(model, GanTrainConfig(total_steps=steps, decay_start_step=steps // 2, seed=int(cfg.seed)), device=device)
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    mri_loader = DataLoader(mri_images, batch_size=int(cfg.gan.batch_size), shuffle=True, generator=gen, drop_last=len(mri_images) > cfg.gan.batch_size)
+    us_loader = DataLoader(us_images, batch_size=int(cfg.gan.batch_size), shuffle=True, generator=gen, drop_last=len(us_images) > cfg.gan.batch_size)
+    log(f"  SG-CycleGAN: {len(mri_images)} MRI, {len(us_images)} US images, {steps} steps")
+    metrics = train_gan(trainer, mri_loader, us_loader, steps=steps, device=device, log=log, log_every=max(1, steps // 4))
+    synthetic = synthesize_us(model, mri_images.to(device), batch_size=32).cpu()
+    metrics["synthetic_images"] = len(synthetic)
+    metrics["synthetic_positives"] = int(mri_labels.sum())
+    return synthetic_dataset(synthetic, mri_labels.tolist()), metrics
+
+
+def _loader(dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0,
+                      drop_last=shuffle and len(dataset) > batch_size)
+
+
+def _cap_synthetic(synthetic, n_real: int, ratio: float, generator: torch.Generator):
+    """At most ``ratio`` synthetic images per real one (random subset)."""
+    limit = int(round(ratio * n_real))
+    if synthetic is None or len(synthetic) <= limit:
+        return synthetic
+    keep = torch.randperm(len(synthetic), generator=generator)[:limit]
+    return torch.utils.data.Subset(synthetic, keep.tolist())
+
+
+def _evaluate(model: torch.nn.Module, datasets: dict[str, object], size: int, batch: int, threshold: float, device: torch.device) -> dict:
+    """Per-center metrics at ``threshold`` plus the pooled figure over all given datasets."""
+    results, pooled_labels, pooled_scores = {}, [], []
+    for name, dataset in datasets.items():
+        if len(dataset) == 0:
+            continue
+        labels, scores = predict_scores(model, _loader(TransformedImages(dataset, size, train=False), batch, shuffle=False), device)
+        results[name] = screening_metrics(labels, scores, threshold)
+        pooled_labels.append(labels)
+        pooled_scores.append(scores)
+    if pooled_labels:
+        results["pooled"] = screening_metrics(np.concatenate(pooled_labels), np.concatenate(pooled_scores), threshold)
+    return results
+
+
+def _student_kwargs(cfg: DictConfig) -> tuple[str, dict]:
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    name = model_cfg.pop("name")
+    if name in ("lsnet", "teacher"):
+        model_cfg["img_size"] = int(cfg.training.img_size)
+    return name, model_cfg
+
+
+def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_cache: dict | None = None) -> dict:
+    """Train and evaluate one configuration; write checkpoint, metrics and model into ``run_dir``.
+
+    ``synthetic_cache`` lets runs that share seed, centers and GAN settings (the variants of one
+    seed in an ablation) share one trained GAN and its synthetic images.
+    Returns the metrics dictionary also written to ``run_dir/metrics.json``.
+    """
+    start = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    generator = seed_everything(int(cfg.seed))
+    device = resolve_device(cfg.device)
+    cohort_dir = ensure_cohort(cfg, log)
+    train_centers, held_out = _centers(cohort_dir, cfg)
+    tr = cfg.training
+    pp, cache = PreprocessConfig(output_size=int(tr.preprocess_size)), cfg.paths.cache
+    log(f"run {run_dir.name}: mode={cfg.mode} centers={train_centers} held-out={held_out} device={device}")
+    real_train = combine([site_us_dataset(cohort_dir / c, ["train"], pp, cache) for c in train_centers])
+    val = combine([site_us_dataset(cohort_dir / c, ["val"], pp, cache) for c in train_centers])
+    internal_test = {c: site_us_dataset(cohort_dir / c, ["test"], pp, cache) for c in train_centers}
+    held_out_sets = {c: site_us_dataset(cohort_dir / c, ["train", "val", "test", ""], pp, cache) for c in held_out}
+    train_labels = dataset_labels(real_train)
+    log(f"  real ultrasound: train {len(real_train)} ({int(train_labels.sum())} positive), val {len(val)}")
+
+    synthetic, gan_metrics = None, {}
+    if cfg.synthesis:
+        key = json.dumps([int(cfg.seed), train_centers, OmegaConf.to_container(cfg.gan, resolve=True), str(cohort_dir)])
+        if synthetic_cache is not None and key in synthetic_cache:
+            synthetic, gan_metrics = synthetic_cache[key]
+            log("  reusing this seed's SG-CycleGAN synthetic images")
+        else:
+            synthetic, gan_metrics = _synthesize(cfg, cohort_dir, train_centers, device, log)
+            if synthetic_cache is not None:
+                synthetic_cache[key] = (synthetic, gan_metrics)
+        synthetic = _cap_synthetic(synthetic, len(real_train), float(tr.synthetic_per_real), generator)
+
+    name, kwargs = _student_kwargs(cfg)
+    student = create_model(name, **kwargs)
+    teacher = None
+    if cfg.distillation:
+        if not hasattr(student, "forward_with_maps"):
+            raise ValueError(f"distillation=true needs a student with gradient maps; {name} has none")
+        teacher_cfg = OmegaConf.to_container(cfg.teacher, resolve=True)
+        teacher = create_model(teacher_cfg.pop("name"), img_size=int(tr.img_size), **teacher_cfg)
+    model = DistillationModel(student, teacher)
+
+    size, batch = int(tr.img_size), int(tr.batch_size)
+    val_loader = _loader(TransformedImages(val, size, train=False), int(tr.eval_batch_size), shuffle=False)
+    selector = CheckpointSelector()
+    best: dict = {"state": copy.deepcopy(model.state_dict()), "stage": "init", "epoch": -1}
+    history: list[dict] = []
+
+    def on_epoch_end(stage: str) -> Callable[[int, dict], None]:
+        def callback(epoch: int, parts: dict) -> None:
+            labels, scores = predict_scores(model.student, val_loader, device)
+            m = screening_metrics(labels, scores, 0.5)
+            chosen = selector.update(len(history), m["sensitivity"], m["specificity"], m["auc"])
+            history.append({"stage": stage, "epoch": epoch, **parts, **{f"val_{k}": m[k] for k in ("sensitivity", "specificity", "auc")}})
+            log(f"    val: sens={m['sensitivity']:.3f} spec={m['specificity']:.3f} auc={m['auc']:.3f}{'  (kept)' if chosen else ''}")
+            if chosen:
+                best.update(state=copy.deepcopy(model.state_dict()), stage=stage, epoch=epoch)
+        return callback
+
+    stage_a_data = combine([real_train] + ([synthetic] if synthetic is not None else []))
+    for stage, data, stage_cfg in (
+        ("A", stage_a_data, StageConfig(**OmegaConf.to_container(tr.stage_a), max_steps_per_epoch=tr.max_steps_per_epoch)),
+        ("B", real_train, StageConfig(**OmegaConf.to_container(tr.stage_b), max_steps_per_epoch=tr.max_steps_per_epoch)),
+    ):
+        if stage_cfg.epochs == 0:
+            continue
+        log(f"  stage {stage}: {len(data)} images, {stage_cfg.epochs} epochs, lr {stage_cfg.lr}")
+        loader = _loader(TransformedImages(data, size, train=True), batch, shuffle=True, generator=generator)
+        train_stage(model, loader, stage_cfg, device=device, labels_for_weights=train_labels,
+                    on_epoch_end=on_epoch_end(stage), log=log)
+
+    model.load_state_dict(best["state"])
+    val_labels, val_scores = predict_scores(model.student, val_loader, device)
+    threshold = choose_threshold(val_labels, val_scores)
+    metrics = {
+        "run": run_dir.name, "mode": cfg.mode, "train_centers": train_centers, "held_out_centers": held_out,
+        "model": name, "seed": int(cfg.seed), "device": str(device),
+        "selected_checkpoint": {"stage": best["stage"], "epoch": best["epoch"]},
+        "threshold": threshold,
+        "val": screening_metrics(val_labels, val_scores, threshold),
+        "internal_test": _evaluate(model.student, internal_test, size, int(tr.eval_batch_size), threshold, device),
+        "held_out": _evaluate(model.student, held_out_sets, size, int(tr.eval_batch_size), threshold, device),
+        "complexity": complexity_report(model.student, (1, 1, size, size)),
+        "gan": gan_metrics, "history": history,
+    }
+    if teacher is not None:
+        t_labels, t_scores = predict_scores(model.teacher, val_loader, device)
+        t_threshold = choose_threshold(t_labels, t_scores)
+        metrics["teacher"] = {
+            "threshold": t_threshold,
+            "held_out": _evaluate(model.teacher, held_out_sets, size, int(tr.eval_batch_size), t_threshold, device),
+            "complexity": complexity_report(model.teacher, (1, 1, size, size)),
+        }
+    metrics["seconds"] = time.perf_counter() - start
+    _save(run_dir, model, selector, metrics, name, size, threshold, log)
+    return metrics
+
+
+def _save(run_dir: Path, model: DistillationModel, selector: CheckpointSelector, metrics: dict,
+          name: str, size: int, threshold: float, log: Log) -> None:
+    torch.save({"model": model.state_dict(), "selector": selector.state_dict(), "metrics": metrics}, run_dir / "checkpoint.pt")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    model_dir = run_dir / "model"
+    model_dir.mkdir(exist_ok=True)
+    stem = "lsnet" if name == "lsnet" else name.replace(":", "_")
+    student = copy.deepcopy(model.student).cpu().eval()
+    onnx_path = export_onnx(student, model_dir / f"{stem}.onnx", (1, 1, size, size))
+    example = torch.randn(2, 1, size, size, generator=torch.Generator().manual_seed(0))
+    diff = check_onnx_parity(student, onnx_path, example)
+    operating_point = {
+        "threshold": threshold, "target_sensitivity": selector.target_sensitivity,
+        "score": "softmax probability of class 1 (myometrial invasion)",
+        "input": {"shape": [1, 1, size, size], "range": [-1.0, 1.0], "preprocessing": "client.data PreprocessConfig, resized"},
+        "val_sensitivity": metrics["val"]["sensitivity"], "val_specificity": metrics["val"]["specificity"],
+        "onnx_max_abs_diff": diff,
+    }
+    (model_dir / "operating_point.json").write_text(json.dumps(operating_point, indent=2) + "\n")
+    log(f"  exported {onnx_path} (onnxruntime max abs diff {diff:.2e}), threshold {threshold:.4f}")
