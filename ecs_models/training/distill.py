@@ -89,7 +89,7 @@ def class_weights(labels: Iterable[int], n_classes: int = 2, clamp: tuple[float,
 def _standardise(target: torch.Tensor) -> torch.Tensor:
     """Per-(sample, position, head) zero-mean unit-std map: [B, P, H, N, N] -> same."""
     mean = target.mean(dim=(-2, -1), keepdim=True)
-    std = target.std(dim=(-2, -1), keepdim=True)
+    std = target.std(dim=(-2, -1), keepdim=True, correction=0)
     return (target - mean) / (std + 1e-12)
 
 
@@ -119,7 +119,7 @@ def distillation_losses(
     align = (2 - 2 * (z_s * z_t).sum(dim=-1)).mean()
     total = ce_t + ce_s + distill + align
     parts = {"loss": total.item(), "ce_student": ce_s.item(), "ce_teacher": ce_t.item(),
-             "distill": float(distill), "align": align.item()}
+             "distill": distill.item(), "align": align.item()}
     return total, parts
 
 

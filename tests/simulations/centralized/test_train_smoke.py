@@ -1,0 +1,59 @@
+"""ecs-train end to end on the tiny cohort: run folder contents, held-out evaluation, export, seed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from helpers import compose
+
+from simulations.centralized.run import run_training
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train_smoke")
+    exe = Path(sys.executable).parent / "ecs-train"
+    done = subprocess.run([exe, "experiment=smoke", f"paths.root={root}"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = list((root / "runs" / "train" / "smoke").iterdir())
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_run_folder_holds_config_metrics_checkpoint_and_model(smoke_run: Path) -> None:
+    for name in (".hydra/config.yaml", "metrics.json", "checkpoint.pt", "model/lsnet.onnx", "model/operating_point.json"):
+        assert (smoke_run / name).is_file(), name
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert metrics["train_centers"] == ["university", "regional", "clinic"]
+    assert set(metrics["held_out"]) == {"community", "teaching", "pooled"}
+    assert not set(metrics["held_out_centers"]) & set(metrics["train_centers"])
+    assert metrics["held_out"]["pooled"]["n"] == sum(metrics["held_out"][c]["n"] for c in ("community", "teaching"))
+    assert "teacher" in metrics and metrics["gan"]["synthetic_images"] > 0
+    assert [h["stage"] for h in metrics["history"]] == ["A", "B"]
+
+
+def test_exported_student_matches_the_operating_point_file(smoke_run: Path) -> None:
+    op = json.loads((smoke_run / "model" / "operating_point.json").read_text())
+    assert op["onnx_max_abs_diff"] <= 1e-4
+    shape = op["input"]["shape"]
+    session = ort.InferenceSession(str(smoke_run / "model" / "lsnet.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: np.zeros(shape, np.float32)})[0]
+    assert logits.shape == (1, 2) and np.isfinite(logits).all()
+    assert 0.0 <= op["threshold"] <= 1.0
+
+
+def test_same_seed_gives_the_same_run(tmp_path: Path) -> None:
+    overrides = ["experiment=smoke", f"paths.root={tmp_path}", "gan.steps=1", "training.stage_b.epochs=0",
+                 "training.max_steps_per_epoch=1"]
+    cfg = compose("train", overrides)
+    a = run_training(cfg, tmp_path / "a", log=lambda _m: None)
+    b = run_training(cfg, tmp_path / "b", log=lambda _m: None)
+    assert a["threshold"] == b["threshold"]
+    assert a["held_out"]["pooled"] == b["held_out"]["pooled"]
+    assert a["history"] == b["history"]
