@@ -1,0 +1,263 @@
+"""Token-grid layers shared by the MobileViT teacher and the LSNet student.
+
+Paper: `Efficient endometrial carcinoma screening via cross-modal synthesis and gradient
+distillation` - https://arxiv.org/abs/2602.19822 (dense and gradient-guided top-k attention).
+MobileViT: `MobileViT: Light-weight, General-purpose, and Mobile-friendly Vision Transformer`
+- https://arxiv.org/abs/2110.02178 (unfold a feature map into P = p_h * p_w token grids).
+
+Layout conventions (the batch axis is never folded, so Opacus per-sample gradients work):
+    feature map  [B, C, H, W]
+    tokens       [B, P, N, d]       P positions in the patch, N = (H / p_h) * (W / p_w) tokens each
+    heads        [B, P, h, N, dh]   h heads of width dh = d / h
+A convolution over each of the P token grids equals a convolution with dilation = patch size on
+the un-patchified map, which is how every "conv over the token grid" here is written.
+
+Cost note (measured, CPU, 1 thread): exact per-query top-k over the [N, N] generator map is the
+dominant cost of LSNet inference (about 40 % in torch and in onnxruntime at 320x320, where the
+stride-8 block has N = 400 and 4 x 4 x 400 rows to select from); the products themselves are cheap.
+
+The attention products are plain ``matmul`` (no fused scaled_dot_product_attention)
+so that both torch's FlopCounterMode and fvcore count them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = [
+    "unfold_tokens",
+    "fold_tokens",
+    "split_heads",
+    "num_topk_keys",
+    "ranking_score",
+    "select_topk_keys",
+    "gather_keys",
+    "dense_attention",
+    "sparse_attention",
+    "GridDepthwiseSeparableConv",
+    "GradientGenerator",
+    "TokenAttention",
+    "MlpFeedForward",
+    "ConvFeedForward",
+]
+
+
+# --------------------------------------------------------------------------- layout helpers
+def unfold_tokens(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Feature map [B, d, H, W] -> tokens [B, P, N, d] (H, W divisible by ``patch_size``)."""
+    b, d, h, w = x.shape
+    nh, nw = h // patch_size, w // patch_size
+    x = x.reshape(b, d, nh, patch_size, nw, patch_size)  # [B, d, nh, ph, nw, pw]
+    x = x.permute(0, 3, 5, 2, 4, 1)  # [B, ph, pw, nh, nw, d]
+    return x.reshape(b, patch_size * patch_size, nh * nw, d)  # [B, P, N, d]
+
+
+def fold_tokens(x: torch.Tensor, patch_size: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Tokens [B, P, N, d] -> feature map [B, d, H, W]; ``grid`` = (nh, nw) token grid size."""
+    b, _, _, d = x.shape
+    nh, nw = grid
+    x = x.reshape(b, patch_size, patch_size, nh, nw, d)  # [B, ph, pw, nh, nw, d]
+    x = x.permute(0, 5, 3, 1, 4, 2)  # [B, d, nh, ph, nw, pw]
+    return x.reshape(b, d, nh * patch_size, nw * patch_size)  # [B, d, H, W]
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """[B, P, N, d] -> [B, P, h, N, d / h]."""
+    b, p, n, d = x.shape
+    return x.reshape(b, p, n, num_heads, d // num_heads).transpose(2, 3)
+
+
+# --------------------------------------------------------------------------- top-k selection
+def num_topk_keys(num_tokens: int, ratio: float) -> int:
+    """Keys kept per query: k = max(1, round(N * ratio)), capped at N (paper: ratio 1/25)."""
+    num_tokens = int(num_tokens)  # a traced size (ONNX export) becomes a constant here
+    return min(num_tokens, max(1, round(num_tokens * ratio)))
+
+
+def ranking_score(
+    g_hat: torch.Tensor, temperature: float = 0.5, weight: float = 0.7
+) -> torch.Tensor:
+    """The paper's key ranking score ``0.7 softmax(g/0.5) + 0.3 (1 - softmax(-g/0.5))``.
+
+    Softmaxes run over the keys (last axis) of ``g_hat`` [..., N_q, N_k]. Both terms are strictly
+    increasing in g within a query row, so the top-k keys under this score are the top-k keys of
+    ``g_hat`` itself (and, SELU being strictly increasing, of the pre-SELU product X X^T). The
+    models therefore rank by X X^T directly (no [N, N] softmaxes at inference); this function is
+    the reference definition the tests compare against. Ties created by float rounding (saturated
+    exponentials) are the only possible difference.
+    """
+    return weight * torch.softmax(g_hat / temperature, dim=-1) + (1.0 - weight) * (
+        1.0 - torch.softmax(-g_hat / temperature, dim=-1)
+    )
+
+
+def select_topk_keys(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices [..., N_q, k] (int64) of the k highest-ranked keys per query; not differentiable."""
+    return scores.detach().topk(k, dim=-1, largest=True, sorted=False).indices
+
+
+def gather_keys(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Per-query, per-head key gather without any [N, N] expansion.
+
+    x [B, P, N, h, c] (token-major, as a linear layer's output viewed per head);
+    index [B, P, N_q, h, k] (key positions per query and head) -> [B, P, N_q, h, k, c].
+    One flat ``index_select`` over the rows of x (ONNX ``Gather`` on axis 0), no transposes.
+    """
+    b, p, n, h, c = x.shape
+    nq, k = index.shape[2], index.shape[4]
+    # flat row of (b, p, key, head) in x viewed as [B*P*N*h, c]
+    bp_offset = torch.arange(b * p, device=x.device, dtype=index.dtype).view(b, p, 1, 1, 1) * (
+        n * h
+    )
+    head = torch.arange(h, device=x.device, dtype=index.dtype).view(1, 1, 1, h, 1)
+    flat_index = bp_offset + index * h + head  # [B, P, N_q, h, k]
+    rows = x.reshape(b * p * n * h, c).index_select(0, flat_index.reshape(-1))
+    return rows.reshape(b, p, nq, h, k, c)
+
+
+def dense_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standard attention. q, k, v [B, P, h, N, dh] -> (out [B, P, h, N, dh], scores [B, P, h, N, N]).
+
+    ``scores`` are the pre-softmax scores q k^T * scale (part of the autograd graph).
+    """
+    scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # [B, P, h, N, N]
+    weights = scores.softmax(dim=-1)
+    return torch.matmul(weights, v), scores
+
+
+def sparse_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of each query over its own k selected keys only (gather, no [N, N] matrix).
+
+    Token-major layout: q, k, v [B, P, N, h, dh]; index [B, P, N, h, k] (key positions).
+    Returns (out [B, P, N, h, dh], weights [B, P, N, h, k]); the weights sum to 1 over the k keys,
+    so each query row of the equivalent dense [N, N] weight matrix has exactly k non-zeros.
+    The two products are batched matmuls ([k, dh] @ [dh, 1] and [1, k] @ [k, dh]) so that
+    FlopCounterMode and fvcore count their N k dh multiply-adds each.
+    """
+    k_sel = gather_keys(k, index)  # [B, P, N, h, k, dh]
+    v_sel = gather_keys(v, index)  # [B, P, N, h, k, dh]
+    scores = torch.matmul(k_sel, q.unsqueeze(-1)).squeeze(-1) * scale  # [B, P, N, h, k]
+    weights = scores.softmax(dim=-1)
+    out = torch.matmul(weights.unsqueeze(-2), v_sel).squeeze(-2)  # [B, P, N, h, dh]
+    return out, weights
+
+
+# --------------------------------------------------------------------------- layers
+class GridDepthwiseSeparableConv(nn.Module):
+    """Depthwise 3x3 conv over each token grid, then a pointwise conv: [B, c, H, W] -> [B, out, H, W].
+
+    The token-grid conv is a dilation-``patch_size`` conv on the un-patchified map (exactly equal,
+    including zero padding at the grid border). ``act`` (SiLU) sits between the two when True.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, patch_size: int, act: bool) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(
+            in_chs, in_chs, 3, padding=patch_size, dilation=patch_size, groups=in_chs
+        )
+        self.act = nn.SiLU() if act else nn.Identity()
+        self.pointwise = nn.Conv2d(in_chs, out_chs, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.act(self.depthwise(x)))
+
+
+class GradientGenerator(nn.Module):
+    """LSNet's gradient generator: predicts the teacher's attention-score gradients per block.
+
+    X = depthwise-separable conv over the token grid (linear, d -> d channels), split into heads;
+    the pre-activation map is S = X X^T per head and patch position, g_hat = SELU(S).
+    It receives no gradient from the classification loss (top-k indices are not
+    differentiable); it learns only through the distillation MSE on g_hat.
+    """
+
+    def __init__(self, dim: int, num_heads: int, patch_size: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.patch_size = patch_size
+        self.features = GridDepthwiseSeparableConv(dim, dim, patch_size, act=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, d, H, W] (block input after the 1x1 projection) -> S = X X^T [B, P, h, N, N]."""
+        feats = unfold_tokens(self.features(x), self.patch_size)  # [B, P, N, d]
+        feats = split_heads(feats, self.num_heads)  # [B, P, h, N, dh]
+        return torch.matmul(feats, feats.transpose(-2, -1))  # [B, P, h, N, N]
+
+
+class TokenAttention(nn.Module):
+    """Multi-head self-attention over tokens [B, P, N, d], dense or top-k sparse.
+
+    ``forward(x, index)``:
+    * ``index`` [B, P, N, h, k] given (gradient-guided selection): sparse attention over those keys;
+    * ``index`` None and ``topk_ratio`` None: dense attention;
+    * ``index`` None and ``topk_ratio`` set: top-k keys ranked by this layer's own q k^T.
+    Returns (out [B, P, N, d], scores [B, P, h, N, N] pre-softmax, or None when not computed).
+    Separate q, k, v projections keep k and v token-major ([B, P, N, h, dh] views), so the
+    sparse path gathers keys with no transposes.
+    """
+
+    def __init__(self, dim: int, num_heads: int, topk_ratio: float | None) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.topk_ratio = topk_ratio
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b, p, n, d = x.shape
+        heads = (b, p, n, self.num_heads, d // self.num_heads)
+        q, k, v = (
+            self.q(x).view(heads),
+            self.k(x).view(heads),
+            self.v(x).view(heads),
+        )  # [B, P, N, h, dh]
+        scores = None
+        if index is None and self.topk_ratio is None:
+            out, scores = dense_attention(
+                q.transpose(2, 3), k.transpose(2, 3), v.transpose(2, 3), self.scale
+            )
+            out = out.transpose(2, 3)  # [B, P, N, h, dh]
+        else:
+            if index is None:  # ablation: rank keys by this layer's own scores
+                scores = torch.matmul(q.transpose(2, 3), k.permute(0, 1, 3, 4, 2)) * self.scale
+                index = select_topk_keys(scores, num_topk_keys(n, self.topk_ratio)).transpose(2, 3)
+            out, _ = sparse_attention(q, k, v, index, self.scale)
+        return self.proj(out.reshape(b, p, n, d)), scores
+
+
+class MlpFeedForward(nn.Module):
+    """Transformer MLP: Linear d -> r d, SiLU, Linear r d -> d on tokens [B, P, N, d]."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.SiLU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class ConvFeedForward(nn.Module):
+    """LSNet feed-forward: depthwise-separable 3x3 conv over each token grid, on [B, P, N, d]."""
+
+    def __init__(self, dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.conv = GridDepthwiseSeparableConv(dim, dim, patch_size, act=True)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        y = self.conv(fold_tokens(x, self.patch_size, grid))  # [B, d, H, W]
+        return unfold_tokens(y, self.patch_size)  # [B, P, N, d]
