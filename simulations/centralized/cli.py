@@ -102,9 +102,10 @@ def _main(cfg: DictConfig) -> None:
         results: dict[str, list[dict]] = {}
         cfgs: dict[str, DictConfig] = {}
         synthetic_cache: dict = {}
-        for variant, overrides in cfg.variants.items():
-            for seed in seeds:
-                vcfg = variant_config(cfg, OmegaConf.to_container(overrides or {}), seed)
+        for seed in seeds:  # seed-major: an interrupted comparison still holds whole seeds
+            synthetic_cache.clear()  # one GAN per seed, shared by that seed's variants
+            for variant, overrides in cfg.variants.items():
+                vcfg = variant_config(cfg, {} if overrides is None else OmegaConf.to_container(overrides), seed)
                 cfgs[variant] = vcfg
                 _log(f"== {variant} seed {seed}")
                 metrics = run_training(vcfg, run_dir / variant / f"seed{seed}", _log, synthetic_cache=synthetic_cache)

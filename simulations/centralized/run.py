@@ -109,9 +109,9 @@ def _synthesize(cfg: DictConfig, cohort_dir: Path, centers: list[str], device: t
     return synthetic_dataset(synthetic, mri_labels.tolist()), metrics
 
 
-def _loader(dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0,
-                      drop_last=shuffle and len(dataset) > batch_size)
+def _loader(dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None, workers: int = 0) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
+                      persistent_workers=workers > 0, drop_last=shuffle and len(dataset) > batch_size)
 
 
 def _cap_synthetic(synthetic, n_real: int, ratio: float, generator: torch.Generator):
@@ -216,7 +216,8 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
         if stage_cfg.epochs == 0:
             continue
         log(f"  stage {stage}: {len(data)} images, {stage_cfg.epochs} epochs, lr {stage_cfg.lr}")
-        loader = _loader(TransformedImages(data, size, train=True), batch, shuffle=True, generator=generator)
+        loader = _loader(TransformedImages(data, size, train=True), batch, shuffle=True, generator=generator,
+                         workers=int(tr.num_workers))
         train_stage(model, loader, stage_cfg, device=device, labels_for_weights=train_labels,
                     on_epoch_end=on_epoch_end(stage), log=log)
 
