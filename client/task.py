@@ -1,0 +1,344 @@
+"""A hospital's side of the federation in plain PyTorch: what one site does per message.
+
+``client/app.py`` (the Flower ClientApp) only turns Messages into the arguments below and the
+results back into records; everything here runs without flwr, on the site's own folder through
+the DICOM data layer and the training code shared with centralized runs
+(``ecs_models.training``). Nothing but model arrays and aggregate counts leaves a function.
+
+Phases (``params["phase"]``):
+
+* ``gan``: SG-CycleGAN local steps from the global GAN arrays on the site's training MRI + US.
+  The learning-rate decay and the DANN schedule follow the *global* step
+  ``(phase_round - 1) * local_steps``, so federated training stays on the centralized schedule;
+  optimizer moments and the replay buffers start fresh every round (FedAvg-style).
+  A site without MRI cannot train the GAN (the server never asks it to).
+* ``synthesize`` (query, once before stage A): MRI of the site's training split -> synthetic
+  ultrasound with the shared generator, kept on the site's disk (keyed by the generator's
+  SHA-256) for stage A. A site without MRI keeps nothing and trains stage A on real US only.
+* ``stage_a`` / ``stage_b``: ``train_stage`` (teacher + LSNet gradient distillation) for the
+  round's local epochs; stage A on real + synthetic, stage B on real US with class weights.
+  Within a round ``train_stage`` applies its warm-up + cosine schedule to the round's steps; the
+  server sets each round's peak learning rate.
+* ``evaluate``: scores of the requested split -> confusion matrix at the server's threshold and
+  per-class score histograms (:mod:`ecs_models.training.binned_metrics`); never per-patient
+  scores.
+
+FedProx adds its proximal term through gradient hooks (:mod:`strategies.fedprox`); FedBN keeps
+normalization layers in a :class:`strategies.fedbn.LocalStateStore` on the site's disk.
+Every random choice (init, data order, augmentation, replay buffer) is seeded from
+``(seed, center, phase, global round)``, so a round replays identically after a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from client.data.labels import read_label_file
+from client.data.preprocess import PreprocessConfig
+from ecs_models import create_model
+from ecs_models.training.binned_metrics import DEFAULT_BINS, confusion_at, score_histograms
+from ecs_models.training.data import (
+    TransformedImages,
+    combine,
+    dataset_labels,
+    site_us_dataset,
+    synthetic_dataset,
+)
+from ecs_models.training.distill import DistillationModel, StageConfig, predict_scores, train_stage
+from simulations.centralized.run import resolve_device, seed_everything
+from strategies.fedbn import LocalStateStore, norm_keys, split_norm
+from strategies.fedprox import proximal_term
+
+__all__ = [
+    "Site",
+    "site_from_config",
+    "cohort_centers",
+    "round_seed",
+    "build_classifier",
+    "build_gan",
+    "generator_keys",
+    "state_sha256",
+    "site_info",
+    "train_gan_round",
+    "synthesize",
+    "train_classifier_round",
+    "evaluate_split",
+    "local_norm_state",
+]
+
+SPLITS = {"train": ["train"], "val": ["val"], "test": ["test"], "all": ["train", "val", "test", ""]}
+State = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Site:
+    """One hospital: its name, its folder (DICOM + ``manifest.csv``) and a private cache."""
+
+    center: str
+    data_dir: Path
+    cache_dir: Path | None
+
+    @property
+    def state_root(self) -> Path:
+        return (self.cache_dir or self.data_dir / ".ecs-cache") / "fl-state"
+
+    def store(self, run_key: str) -> LocalStateStore:
+        return LocalStateStore(self.state_root, run_key, self.center)
+
+
+def cohort_centers(cohort_dir: str | Path) -> list[str]:
+    """Sorted center names of a generated cohort (held-out centers included)."""
+    summary = json.loads((Path(cohort_dir) / "cohort.json").read_text())
+    return sorted(c["name"] for c in summary["centers"])
+
+
+def site_from_config(node_config: Mapping, run_config: Mapping) -> Site:
+    """The site from a SuperNode's node config.
+
+    Deployment: ``data-dir`` (the center folder), optional ``center`` (default: the folder's
+    name) and ``cache-dir``. Simulation: ``partition-id`` indexes the sorted centers of the
+    cohort at the run config's ``cohort-dir``; the cache is the run config's ``cache-dir``.
+    """
+    cache = node_config.get("cache-dir") or run_config.get("cache-dir") or None
+    if node_config.get("data-dir"):
+        data_dir = Path(str(node_config["data-dir"]))
+        center = str(node_config.get("center") or data_dir.name)
+    elif "partition-id" in node_config and run_config.get("cohort-dir"):
+        cohort = Path(str(run_config["cohort-dir"]))
+        names = cohort_centers(cohort)
+        index = int(node_config["partition-id"])
+        if not 0 <= index < len(names):
+            raise ValueError(f"partition-id {index} but the cohort at {cohort} has {len(names)} centers")
+        center, data_dir = names[index], cohort / names[index]
+    else:
+        raise ValueError("node config needs data-dir (deployment) or partition-id + run config cohort-dir (simulation)")
+    if not (data_dir / "manifest.csv").is_file():
+        raise FileNotFoundError(f"{data_dir}: no manifest.csv label file")
+    return Site(center, data_dir, Path(str(cache)) if cache else None)
+
+
+def round_seed(seed: int, center: str, phase: str, global_round: int) -> int:
+    """A 63-bit seed per (run seed, center, phase, round): independent of node ids and order."""
+    digest = hashlib.sha256(f"{seed}|{center}|{phase}|{global_round}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def state_sha256(state: Mapping[str, np.ndarray | torch.Tensor]) -> str:
+    """Content hash of named arrays (sorted keys, dtype, shape, bytes)."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        digest.update(f"{key}|{array.dtype}|{array.shape}|".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+# -- models --------------------------------------------------------------------------------
+def build_classifier(spec: Mapping) -> DistillationModel:
+    """``DistillationModel`` from ``{"student": {"name", ...}, "teacher": {...} | None}``."""
+    student_cfg = dict(spec["student"])
+    student = create_model(student_cfg.pop("name"), **student_cfg)
+    teacher = None
+    if spec.get("teacher"):
+        teacher_cfg = dict(spec["teacher"])
+        teacher = create_model(teacher_cfg.pop("name"), **teacher_cfg)
+    return DistillationModel(student, teacher)
+
+
+def build_gan(spec: Mapping) -> torch.nn.Module:
+    """SG-CycleGAN from ``{"name", "preset", "image_size"}``."""
+    import ecs_models.sg_cyclegan  # noqa: F401  (registers sg_cyclegan / cyclegan_vanilla)
+
+    cfg = dict(spec)
+    return create_model(cfg.pop("name"), **cfg)
+
+
+def generator_keys(state_keys: list[str]) -> list[str]:
+    """Keys the MRI -> US translation needs (MAFE + that branch): what synthesis is sent."""
+    return [k for k in state_keys if k.startswith(("mafe.", "branch_mri_to_us."))]
+
+
+def _load(model: torch.nn.Module, shared: Mapping[str, torch.Tensor], local: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Global arrays, then the site's own (FedBN) arrays over them; unknown keys raise."""
+    state = model.state_dict()
+    unknown = sorted(set(shared) - set(state))
+    if unknown:
+        raise KeyError(f"global arrays hold keys the model lacks: {unknown[:5]}")
+    state.update({k: torch.as_tensor(v) for k, v in shared.items()})
+    if local:
+        state.update({k: torch.as_tensor(v) for k, v in local.items()})
+    model.load_state_dict(state)
+
+
+# -- data (cached per process: the DICOM layer already caches decoded pixels on disk) --------
+_MEMO: dict[tuple, object] = {}
+
+
+def _us(site: Site, split: str, size: int):
+    key = ("us", str(site.data_dir), split, size)
+    if key not in _MEMO:
+        _MEMO[key] = site_us_dataset(site.data_dir, SPLITS[split], PreprocessConfig(output_size=size), site.cache_dir)
+    return _MEMO[key]
+
+
+def _gan_images(site: Site, modality: str, size: int):
+    from ecs_models.training.gan_data import load_center_mri, load_center_us
+
+    key = ("gan", str(site.data_dir), modality, size)
+    if key not in _MEMO:
+        loader = load_center_mri if modality == "MR" else load_center_us
+        _MEMO[key] = loader(site.data_dir, image_size=size, cache_dir=site.cache_dir)
+    return _MEMO[key]
+
+
+def site_info(site: Site) -> dict[str, int]:
+    """Counts of the site's label file: US per split, training MRI, training positives."""
+    rows = read_label_file(site.data_dir / "manifest.csv")
+    us = [r for r in rows if r.modality == "US"]
+    out = {f"n-us-{split}": sum(1 for r in us if r.split in splits) for split, splits in SPLITS.items()}
+    out["n-mri-train"] = sum(1 for r in rows if r.modality == "MR" and r.split in ("train", ""))
+    out["positives-train"] = sum(1 for r in us if r.split == "train" and r.label == 1)
+    return out
+
+
+def _loader(dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0,
+                      drop_last=shuffle and len(dataset) > batch_size)
+
+
+# -- phases ----------------------------------------------------------------------------------
+def train_gan_round(site: Site, global_state: State, params: Mapping) -> tuple[State, dict[str, float]]:
+    """One round of SG-CycleGAN training; returns (new arrays, metrics with num-examples)."""
+    from ecs_models.training.gan import GanTrainConfig, GanTrainer, train_gan
+
+    seed = round_seed(int(params["seed"]), site.center, "gan", int(params["global-round"]))
+    generator = seed_everything(seed)
+    spec = json.loads(str(params["model-spec"]))["gan"]
+    size, batch, steps = int(spec["image_size"]), int(params["batch-size"]), int(params["local-steps"])
+    mri, us = _gan_images(site, "MR", size), _gan_images(site, "US", size)
+    if len(mri) == 0 or len(us) == 0:
+        raise ValueError(f"{site.center}: GAN training needs training MRI and US (has {len(mri)} MRI, {len(us)} US)")
+    model = build_gan(spec)
+    _load(model, global_state)
+    total = max(1, int(params["total-steps"]))
+    trainer = GanTrainer(model, GanTrainConfig(total_steps=total, decay_start_step=total // 2, lr=float(params["lr"]), seed=seed % 2**31),
+                         device=resolve_device(str(params.get("device", "cpu"))))
+    _position_schedule(trainer, (int(params["phase-round"]) - 1) * steps)
+    mri_loader = _loader(mri.images, batch, shuffle=True, generator=generator)
+    us_loader = _loader(us.images, batch, shuffle=True, generator=generator)
+    with proximal_term(model, float(params.get("proximal-mu", 0.0))):
+        metrics = train_gan(trainer, mri_loader, us_loader, steps=steps)
+    metrics = {k: float(v) for k, v in metrics.items()}
+    metrics.update({"num-examples": float(len(mri) + len(us)), "unit-weight": 1.0})
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, metrics
+
+
+def _position_schedule(trainer, step: int) -> None:
+    """Put a fresh GanTrainer at global ``step``: step counter, LR factor, scheduler position."""
+    trainer.step = step
+    for optimizer, scheduler in ((trainer.opt_g, trainer.sched_g), (trainer.opt_d, trainer.sched_d)):
+        factor = scheduler.lr_lambdas[0](step)
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+            group["lr"] = base * factor
+        scheduler.last_epoch = step
+
+
+def synthesize(site: Site, generator_state: State, params: Mapping) -> dict[str, float]:
+    """Synthetic US from the site's training MRI with the shared generator, kept on site."""
+    from ecs_models.training.gan import synthesize_us
+
+    sha = str(params["generator-sha256"])
+    store = site.store(str(params["run-key"]))
+    name = f"synthetic-{sha[:16]}"
+    spec = json.loads(str(params["model-spec"]))["gan"]
+    mri = _gan_images(site, "MR", int(spec["image_size"]))
+    if not store.exists(name):
+        if state_sha256(generator_state) != sha:
+            raise ValueError(f"{site.center}: generator arrays do not match SHA-256 {sha}")
+        model = build_gan(spec)
+        missing = set(model.state_dict()) - set(generator_state)
+        _load(model, generator_state)
+        if set(generator_keys(sorted(missing))):
+            raise KeyError(f"generator arrays miss {sorted(missing)[:5]}")
+        images = synthesize_us(model, mri.images, batch_size=32) if len(mri) else mri.images
+        store.save(name, {"images": images.cpu(), "labels": mri.labels.cpu()})
+    return {"num-examples": float(len(mri)), "synthetic-positives": float(int(mri.labels.sum()) if len(mri) else 0)}
+
+
+def train_classifier_round(site: Site, global_state: State, params: Mapping) -> tuple[State, dict[str, float]]:
+    """One round of stage A or B; returns (shared arrays, metrics with num-examples)."""
+    start = time.perf_counter()
+    phase = str(params["phase"])
+    seed = round_seed(int(params["seed"]), site.center, phase, int(params["global-round"]))
+    generator = seed_everything(seed)
+    model = build_classifier(json.loads(str(params["model-spec"])))
+    fedbn = bool(params.get("fedbn", False))
+    keys = norm_keys(model) if fedbn else frozenset()
+    store = site.store(str(params["run-key"]))
+    _load(model, global_state, store.load("norm") if fedbn else None)
+    real = _us(site, "train", int(params["preprocess-size"]))
+    data = real
+    n_synthetic = 0
+    sha = str(params.get("generator-sha256", ""))
+    if phase == "stage_a" and sha and store.exists(f"synthetic-{sha[:16]}"):
+        saved = store.load(f"synthetic-{sha[:16]}")
+        synthetic = synthetic_dataset(saved["images"], saved["labels"].tolist())
+        limit = int(round(float(params.get("synthetic-per-real", 1.0)) * len(real)))
+        if len(synthetic) > limit:
+            synthetic = Subset(synthetic, torch.randperm(len(synthetic), generator=generator)[:limit].tolist())
+        n_synthetic = len(synthetic)
+        data = combine([real, synthetic])
+    if len(data) == 0:
+        raise ValueError(f"{site.center}: no training images")
+    size, batch = int(params["img-size"]), int(params["batch-size"])
+    max_steps = int(params.get("max-steps-per-epoch", 0)) or None
+    stage = StageConfig(epochs=int(params["local-epochs"]), lr=float(params["lr"]),
+                        class_weighted=phase == "stage_b" and bool(params.get("class-weighted", True)),
+                        max_steps_per_epoch=max_steps)
+    loader = _loader(TransformedImages(data, size, train=True), batch, shuffle=True, generator=generator)
+    device = resolve_device(str(params.get("device", "cpu")))
+    with proximal_term(model, float(params.get("proximal-mu", 0.0))):
+        history = train_stage(model, loader, stage, device=device, labels_for_weights=dataset_labels(real), log=lambda _m: None)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    shared, local = split_norm(state, keys)
+    if fedbn:
+        store.save("norm", local)
+    metrics = {f"train-{k}": float(v) for k, v in (history[-1] if history else {}).items()}
+    metrics.update({"num-examples": float(len(data)), "unit-weight": 1.0, "synthetic-images": float(n_synthetic),
+                    "seconds": time.perf_counter() - start})
+    return shared, metrics
+
+
+def evaluate_split(site: Site, global_state: State, params: Mapping) -> dict[str, float | list[int]]:
+    """Confusion matrix at ``threshold`` and score histograms of one split of the site."""
+    model = build_classifier(json.loads(str(params["model-spec"])))
+    fedbn = bool(params.get("fedbn", False))
+    local = site.store(str(params["run-key"])).load("norm") if fedbn else None
+    _load(model, global_state, local)
+    dataset = _us(site, str(params["split"]), int(params["preprocess-size"]))
+    loader = _loader(TransformedImages(dataset, int(params["img-size"]), train=False), int(params.get("eval-batch-size", 64)), shuffle=False)
+    labels, scores = predict_scores(model.student, loader, resolve_device(str(params.get("device", "cpu"))))
+    bins = int(params.get("bins", DEFAULT_BINS))
+    neg, pos = score_histograms(labels, scores, bins)
+    out: dict[str, float | list[int]] = dict(confusion_at(labels, scores, float(params.get("threshold", 0.5))))
+    out.update({"num-examples": float(len(labels)), "unit-weight": 1.0, "hist-neg": neg.tolist(), "hist-pos": pos.tolist(),
+                "local-norms": float(local is not None)})
+    return out
+
+
+def local_norm_state(site: Site, params: Mapping) -> tuple[State, float]:
+    """FedBN: the site's normalization state and its training-example count (end of training)."""
+    local = site.store(str(params["run-key"])).load("norm")
+    if local is None:
+        raise FileNotFoundError(f"{site.center}: no local normalization state for run {params['run-key']}")
+    return dict(local), float(len(_us(site, "train", int(params["preprocess-size"]))))

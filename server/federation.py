@@ -1,0 +1,492 @@
+"""The coordinator's run: phases, persistence, resume, final evaluation and export.
+
+Order of a run (each phase is one ``Strategy.start`` of Flower's strategy, wrapped by
+:class:`strategies.wrapper.SiteAwareStrategy`; no round loop of our own):
+
+0. **Sites.** A ``query``/``info`` message to every connected node answers which center it is
+   (and its counts); centers named in ``held_out_centers`` are held out: they receive only
+   ``query`` and ``evaluate`` messages, never ``train``.
+1. **SG-CycleGAN** (``rounds.gan`` rounds on the training sites that have MRI), or a generator
+   artifact (``gan_artifact``: file and SHA-256 recorded in versions.json); then one
+   ``synthesize`` query per training site: each turns its own MRI into synthetic US locally.
+2. **Stage A** (real + synthetic US) and 3. **stage B** (real US, class-weighted), teacher +
+   LSNet distillation; after every round the training sites validate (histograms), and the
+   paper's checkpoint rule (:class:`~ecs_models.training.metrics.CheckpointSelector`) on the
+   pooled validation metrics selects the round whose model is kept.
+4. **Final evaluation** of the selected model: every training site on its internal test split,
+   every held-out center on all its images; the operating point is chosen on the pooled
+   validation histograms of the selected round (sensitivity >= 0.95 first).
+5. **Export**: ``model/lsnet.onnx`` + ``model/operating_point.json`` as centralized runs do.
+
+After every round the run directory gets the checkpoint and a ``rounds.jsonl`` line
+(:mod:`server.store`), and one progress line per round plus one line per center is printed.
+``resume=true`` continues from the last completed round of the run in ``run_dir``: the phase's
+Flower strategy restarts with the saved global arrays, server-optimizer state, round offset and
+RNG states, so the remaining rounds are those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+from omegaconf import DictConfig, OmegaConf
+
+from client.task import build_classifier, build_gan, generator_keys, state_sha256
+from ecs_models.export import check_onnx_parity, export_onnx
+from ecs_models.training.binned_metrics import binned_metrics, binned_threshold
+from ecs_models.training.metrics import CheckpointSelector
+from server.store import RunStore
+from simulations.centralized.run import seed_everything
+from strategies.factory import StrategySpec, build_strategy
+from strategies.fedbn import norm_keys
+from strategies.wrapper import RoundReport, SiteAwareStrategy, center_metrics
+
+__all__ = ["SimulatedServerCrash", "Sites", "discover_sites", "run_federation", "model_spec"]
+
+Log = Callable[[str], None]
+Arrays = dict[str, np.ndarray]
+
+
+class SimulatedServerCrash(RuntimeError):
+    """``debug.stop_after_round``: the server stops right after persisting that round."""
+
+
+@dataclass(frozen=True)
+class Sites:
+    """Who is who: node id -> center, the training and the held-out nodes, their counts."""
+
+    centers: dict[int, str]
+    train: list[int]
+    held_out: list[int]
+    info: dict[str, dict[str, float]]
+
+    def with_mri(self) -> list[int]:
+        return [n for n in self.train if self.info[self.centers[n]].get("n-mri-train", 0) > 0]
+
+
+# -- configuration -> plain values ------------------------------------------------------------
+def model_spec(cfg: DictConfig) -> dict:
+    """Model definitions sent to clients: student, teacher (or None) and GAN, as plain dicts."""
+    student = OmegaConf.to_container(cfg.model, resolve=True)
+    size = int(cfg.training.img_size)
+    if student["name"] in ("lsnet", "teacher"):
+        student["img_size"] = size
+    teacher = None
+    if cfg.distillation:
+        teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
+        teacher["img_size"] = size
+    gan = {"name": str(cfg.gan.name), "preset": str(cfg.gan.preset), "image_size": int(cfg.gan.image_size)}
+    return {"student": student, "teacher": teacher, "gan": gan}
+
+
+def _to_numpy(record: ArrayRecord) -> Arrays:
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def _to_record(arrays: Arrays) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+
+def _torch_state(module: torch.nn.Module) -> Arrays:
+    return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def _rng_state() -> dict:
+    """The process-global RNGs (Flower samples nodes with ``random``), saved with every round."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}  # noqa: NPY002
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "  -  " if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+# -- sites -------------------------------------------------------------------------------------
+def _send(grid: Grid, nodes: list[int], message_type: str, content: Callable[[int], RecordDict], timeout: float) -> list[Message]:
+    messages = [Message(content=content(n), dst_node_id=n, message_type=message_type) for n in nodes]
+    return list(grid.send_and_receive(messages, timeout=timeout)) if messages else []
+
+
+def discover_sites(grid: Grid, *, expected: int, held_out: list[str], timeout: float, log: Log) -> Sites:
+    """Wait for ``expected`` nodes, ask each which center it is, split training / held-out."""
+    deadline = time.monotonic() + timeout
+    while len(nodes := sorted(grid.get_node_ids())) < expected:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(nodes)} of {expected} sites connected within {timeout:.0f}s")
+        time.sleep(1.0)
+    replies = _send(grid, nodes, MessageType.QUERY, lambda _n: RecordDict({"config": ConfigRecord({"phase": "info"})}), timeout)
+    centers: dict[int, str] = {}
+    info: dict[str, dict[str, float]] = {}
+    for reply in replies:
+        if reply.has_error():
+            log(f"  site {reply.metadata.src_node_id} did not identify itself: {reply.error.reason}")
+            continue
+        name = str(reply.content["site"]["center"])
+        if name in info:
+            raise ValueError(f"two nodes claim center {name!r}")
+        centers[reply.metadata.src_node_id] = name
+        info[name] = {k: float(v) for k, v in reply.content["metrics"].items()}
+    unknown = sorted(set(held_out) - set(info))
+    if unknown:
+        log(f"  held-out centers not connected: {unknown}")
+    train = sorted((n for n, c in centers.items() if c not in held_out), key=centers.get)
+    held = sorted((n for n, c in centers.items() if c in held_out), key=centers.get)
+    if not train:
+        raise ValueError("no training site connected")
+    return Sites(centers, train, held, info)
+
+
+# -- the run -----------------------------------------------------------------------------------
+class _Run:
+    """State and steps of one federated run (see the module docstring)."""
+
+    def __init__(self, grid: Grid, cfg: DictConfig, log: Log) -> None:
+        self.grid, self.cfg, self.log = grid, cfg, log
+        self.store = RunStore(cfg.run_dir)
+        self.spec = StrategySpec.from_config(OmegaConf.to_container(cfg.strategy, resolve=True))
+        self.models = model_spec(cfg)
+        self.part = cfg.participation
+        self.timeout = float(self.part.round_timeout_s)
+        self.state: dict = {}
+        self.sites: Sites | None = None
+        self.run_key = Path(str(cfg.run_dir)).resolve().name + f"-seed{int(cfg.seed)}"
+
+    # phases ------------------------------------------------------------------------------
+    def plan(self) -> list[tuple[str, int]]:
+        gan_rounds = int(self.cfg.rounds.gan) if self.cfg.synthesis and not self.cfg.gan_artifact else 0
+        return [("gan", gan_rounds), ("stage_a", int(self.cfg.rounds.stage_a)), ("stage_b", int(self.cfg.rounds.stage_b))]
+
+    def _global_base(self, phase: str) -> int:
+        base = 0
+        for name, rounds in self.plan():
+            if name == phase:
+                return base
+            base += rounds
+        raise KeyError(phase)
+
+    def fresh_state(self) -> dict:
+        torch.manual_seed(int(self.cfg.seed))
+        classifier = build_classifier(self.models)
+        self.norm_keys = norm_keys(classifier)
+        arrays = _torch_state(classifier)
+        if self.spec.fedbn:
+            arrays = {k: v for k, v in arrays.items() if k not in self.norm_keys}
+        gan_arrays = None
+        if self.cfg.synthesis and not self.cfg.gan_artifact:
+            torch.manual_seed(int(self.cfg.seed))
+            gan_arrays = _torch_state(build_gan(self.models["gan"]))
+        return {"version": 1, "phase": None, "phase_round": 0, "global_round": 0, "completed": [],
+                "gan_arrays": gan_arrays, "model_arrays": arrays, "strategy": None,
+                "selector": CheckpointSelector().state_dict(), "best": None, "rng": None}
+
+    def base_params(self, phase: str) -> dict:
+        tr = self.cfg.training
+        params = {
+            "seed": int(self.cfg.seed), "run-key": self.run_key, "model-spec": json.dumps(self.models),
+            "device": str(self.cfg.device), "fedbn": self.spec.fedbn, "img-size": int(tr.img_size),
+            "preprocess-size": int(tr.preprocess_size), "eval-batch-size": int(tr.eval_batch_size),
+            "bins": int(self.cfg.histogram_bins),
+        }
+        if phase == "gan":
+            steps = int(self.cfg.local.gan_steps)
+            params.update({"local-steps": steps, "total-steps": steps * int(self.cfg.rounds.gan),
+                           "batch-size": int(self.cfg.gan.batch_size), "lr": 2e-4})
+        else:
+            params.update({"local-epochs": int(self.cfg.local.epochs), "batch-size": int(tr.batch_size),
+                           "max-steps-per-epoch": int(self.cfg.local.max_steps_per_epoch or 0),
+                           "synthetic-per-real": float(tr.synthetic_per_real),
+                           "class-weighted": bool(tr.stage_b.get("class_weighted", True)),
+                           "generator-sha256": str(self.state.get("generator_sha256") or "")})
+        return params
+
+    def round_config(self, phase: str) -> Callable[[int], dict]:
+        """Per-round peak learning rate: the stage's lr, cosine-decayed over the phase's rounds."""
+        if phase == "gan":
+            return lambda _r: {}
+        base = float(self.cfg.training[phase].lr)
+        rounds = max(1, int(self.cfg.rounds[phase]))
+        return lambda r: {"lr": base * 0.5 * (1 + math.cos(math.pi * (r - 1) / rounds))}
+
+    # rounds ------------------------------------------------------------------------------
+    def on_round_end(self, report: RoundReport, arrays: ArrayRecord) -> None:
+        key = "gan_arrays" if report.phase == "gan" else "model_arrays"
+        self.state[key] = _to_numpy(arrays)
+        self.state.update(phase=report.phase, phase_round=report.round, global_round=report.global_round,
+                          strategy=self._strategy.state_dict())
+        selected = False
+        if report.phase != "gan" and report.val_pooled:
+            selector = CheckpointSelector()
+            selector.load_state_dict(self.state["selector"])
+            p = report.val_pooled
+            selected = selector.update(report.global_round, p["sensitivity"], p["specificity"], p["auc"])
+            self.state["selector"] = selector.state_dict()
+            if selected:
+                self.state["best"] = {"arrays": copy.deepcopy(self.state[key]), "phase": report.phase, "round": report.round,
+                                      "global_round": report.global_round, "val_histograms": report.val_histograms,
+                                      "val": report.val_pooled}
+        self.state["rng"] = _rng_state()
+        self.store.save_checkpoint(self.state)
+        self.store.append_round({**report.to_json(), "selected": selected})
+        self.print_round(report, selected)
+        stop = self.cfg.debug.stop_after_round
+        if stop is not None and report.global_round >= int(stop):
+            raise SimulatedServerCrash(f"debug.stop_after_round={stop}: stopping after round {report.global_round}")
+
+    def print_round(self, report: RoundReport, selected: bool) -> None:
+        n_sampled = len(report.sampled)
+        parts = [f"[ecs] {report.phase:<7} {report.round:>2}/{int(self.cfg.rounds[report.phase]):<2} (round {report.global_round:>2})",
+                 f"sites {len(report.answered)}/{n_sampled}", f"{report.seconds:6.1f}s"]
+        loss = report.train_pooled.get("train-loss", report.train_pooled.get("g_total"))
+        if loss is not None:
+            parts.append(f"loss {loss:.3f}")
+        if report.val_pooled:
+            p = report.val_pooled
+            parts.append(f"val AUC {_fmt(p['auc'])} sens {_fmt(p['sensitivity'])} spec {_fmt(p['specificity'])}")
+        if selected:
+            parts.append("(kept)")
+        if report.failed:
+            parts.append(f"failed: {', '.join(sorted(report.failed))}")
+        if report.rejected:
+            parts.append(f"rejected: {', '.join(sorted(report.rejected))}")
+        self.log(" | ".join(parts))
+        for center in sorted(set(report.sampled) | set(report.val)):
+            train = report.train.get(center, {})
+            val = report.val.get(center, {})
+            status = ("ok" if center in report.answered else "rejected" if center in report.rejected
+                      else "failed" if center in report.failed else "-")
+            t_loss = train.get("train-loss", train.get("g_total"))
+            self.log(f"[ecs]     {center:<12} {status:<8} n={int(train.get('num-examples', 0)):>5} loss {_fmt(t_loss)}"
+                     f" | val n={int(val.get('n', 0)):>4} AUC {_fmt(val.get('auc'))} sens {_fmt(val.get('sensitivity'))}"
+                     f" spec {_fmt(val.get('specificity'))}")
+
+    def run_phase(self, phase: str, rounds: int) -> None:
+        sites = self.sites
+        assert sites is not None
+        done = self.state["phase_round"] if self.state["phase"] == phase else 0
+        train_nodes = sites.with_mri() if phase == "gan" else sites.train
+        if not train_nodes:
+            self.log(f"[ecs] {phase}: no site can train this phase; skipped")
+            return
+        if done < rounds:
+            available = self.part.min_available_nodes
+            inner = build_strategy(self.spec, fraction_train=float(self.part.fraction_train),
+                                   min_train_nodes=min(int(self.part.min_train_nodes), len(train_nodes)),
+                                   min_available_nodes=min(int(available) if available else len(train_nodes), len(train_nodes)))
+            statistics = [k for k in self.state["model_arrays"] if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+            self._strategy = SiteAwareStrategy(
+                inner, phase=phase, centers=sites.centers, train_nodes=train_nodes,
+                eval_nodes=[] if phase == "gan" else sites.train, round_offset=done,
+                global_round_base=self._global_base(phase),
+                min_train_replies=min(int(self.part.min_train_replies), len(train_nodes)),
+                max_failed_rounds=int(self.part.max_failed_rounds), outlier_factor=float(self.part.outlier_factor),
+                statistics_keys=statistics if phase != "gan" else (), round_config=self.round_config(phase),
+                on_round_end=self.on_round_end)
+            if self.state["phase"] == phase and self.state["strategy"] is not None:
+                self._strategy.load_state_dict(self.state["strategy"])
+            key = "gan_arrays" if phase == "gan" else "model_arrays"
+            params = self.base_params(phase)
+            self._strategy.start(self.grid, _to_record(self.state[key]), num_rounds=rounds - done, timeout=self.timeout,
+                                 train_config=ConfigRecord(params), evaluate_config=ConfigRecord(params),
+                                 evaluate_fn=self._strategy.evaluate_fn)
+        self.state["completed"].append(phase)
+        self.state.update(phase=phase, phase_round=rounds, strategy=None)
+        self.store.save_checkpoint(self.state)
+
+    # synthesis -----------------------------------------------------------------------------
+    def generator(self) -> Arrays | None:
+        if not self.cfg.synthesis:
+            return None
+        if self.cfg.gan_artifact:
+            path = Path(str(self.cfg.gan_artifact))
+            import hashlib
+
+            file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+            self.store.record("gan_artifact", {"path": str(path.resolve()), "sha256": file_sha})
+            model = build_gan(self.models["gan"])
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(saved["model"] if "model" in saved else saved)
+            arrays = _torch_state(model)
+        else:
+            arrays = self.state["gan_arrays"]
+        return {k: arrays[k] for k in generator_keys(sorted(arrays))}
+
+    def synthesize(self) -> None:
+        generator = self.generator()
+        if generator is None:
+            return
+        sha = state_sha256(generator)
+        self.state["generator_sha256"] = sha
+        self.store.record("generator_sha256", sha)
+        assert self.sites is not None
+        nodes = self.sites.with_mri()
+        params = {**self.base_params("stage_a"), "phase": "synthesize", "generator-sha256": sha}
+        record = _to_record(generator)
+        replies = _send(self.grid, nodes, MessageType.QUERY,
+                        lambda _n: RecordDict({"generator": record, "config": ConfigRecord(params)}), self.timeout)
+        made = {}
+        for reply in replies:
+            center = self.sites.centers.get(reply.metadata.src_node_id, "?")
+            if reply.has_error():
+                self.log(f"[ecs] synthesis failed at {center}: {reply.error.reason} (it trains stage A on real US only)")
+            else:
+                made[center] = int(reply.content["metrics"]["num-examples"])
+        self.log(f"[ecs] synthesis with generator {sha[:12]}: {made} synthetic images per site")
+
+    # final ---------------------------------------------------------------------------------
+    def fedbn_norms(self, arrays: Arrays) -> Arrays:
+        """FedBN: the sites' norm states, example-weighted, for held-out centers and export."""
+        assert self.sites is not None
+        params = {**self.base_params("stage_b"), "phase": "norm-state"}
+        replies = _send(self.grid, self.sites.train, MessageType.QUERY, lambda _n: RecordDict({"config": ConfigRecord(params)}), self.timeout)
+        valid = [r.content for r in replies if not r.has_error()]
+        if not valid:
+            raise RuntimeError("FedBN: no site returned its normalization state")
+        averaged = _to_numpy(aggregate_arrayrecords(valid, "num-examples"))
+        return {**arrays, **averaged}
+
+    def final_evaluation(self) -> dict:
+        assert self.sites is not None
+        best = self.state["best"] or {"arrays": self.state["model_arrays"], "val_histograms": None, "global_round": self.state["global_round"]}
+        hist = best["val_histograms"]
+        threshold = binned_threshold(np.asarray(hist["neg"]), np.asarray(hist["pos"])) if hist else 0.5
+        arrays = best["arrays"]
+        if self.spec.fedbn:
+            arrays = self.fedbn_norms(arrays)
+        params = {**self.base_params("stage_b"), "phase": "evaluate", "threshold": threshold}
+        record = _to_record(arrays)
+        nodes = self.sites.train + self.sites.held_out
+
+        def content(node: int) -> RecordDict:
+            split = "test" if node in self.sites.train else "all"
+            return RecordDict({"arrays": record, "config": ConfigRecord({**params, "split": split})})
+
+        replies = _send(self.grid, nodes, MessageType.EVALUATE, content, self.timeout)
+        lines, pooled = [], {"train": None, "held_out": None}
+        for reply in sorted(replies, key=lambda r: self.sites.centers.get(r.metadata.src_node_id, "")):
+            node = reply.metadata.src_node_id
+            center = self.sites.centers[node]
+            role = "train" if node in self.sites.train else "held_out"
+            if reply.has_error():
+                lines.append({"center": center, "role": role, "error": reply.error.reason})
+                continue
+            m = reply.content["metrics"]
+            metrics = center_metrics(m, threshold)
+            lines.append({"center": center, "role": role, "split": "test" if role == "train" else "all", **metrics})
+            acc = pooled[role] or {"neg": 0, "pos": 0, "tp": 0, "fp": 0, "tn": 0, "fn": 0}
+            acc["neg"] = acc["neg"] + np.asarray(m["hist-neg"], np.int64)
+            acc["pos"] = acc["pos"] + np.asarray(m["hist-pos"], np.int64)
+            for k in ("tp", "fp", "tn", "fn"):
+                acc[k] += int(m[k])
+            pooled[role] = acc
+        summary = {role: binned_metrics(acc["neg"], acc["pos"], threshold, {k: acc[k] for k in ("tp", "fp", "tn", "fn")})
+                   for role, acc in pooled.items() if acc is not None}
+        self.store.write_jsonl("final_evaluation.jsonl", lines)
+        return {"threshold": threshold, "selected_round": best.get("global_round"), "centers": lines,
+                "internal_test": summary.get("train"), "held_out": summary.get("held_out"), "full_arrays": arrays,
+                "val": best.get("val")}
+
+    def export(self, arrays: Arrays, threshold: float, val: dict | None) -> dict:
+        """The selected student as ONNX + operating point (as ``ecs-train`` writes them)."""
+        classifier = build_classifier(self.models)
+        state = classifier.state_dict()
+        state.update({k: torch.as_tensor(v) for k, v in arrays.items()})
+        classifier.load_state_dict(state)
+        student = classifier.student.cpu().eval()
+        size = int(self.cfg.training.img_size)
+        name = self.models["student"]["name"]
+        stem = "lsnet" if name == "lsnet" else name.replace(":", "_")
+        model_dir = Path(str(self.cfg.run_dir)) / "model"
+        onnx_path = export_onnx(student, model_dir / f"{stem}.onnx", (1, 1, size, size))
+        example = torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(0))  # static batch 1
+        diff = check_onnx_parity(student, onnx_path, example)
+        operating_point = {
+            "threshold": threshold, "target_sensitivity": CheckpointSelector().target_sensitivity,
+            "score": "softmax probability of class 1 (myometrial invasion)",
+            "input": {"shape": [1, 1, size, size], "range": [-1.0, 1.0], "preprocessing": "client.data PreprocessConfig, resized"},
+            "val_sensitivity": (val or {}).get("sensitivity"), "val_specificity": (val or {}).get("specificity"),
+            "chosen_on": "pooled validation score histograms of the training sites (federated)",
+            "onnx_max_abs_diff": diff,
+        }
+        (model_dir / "operating_point.json").write_text(json.dumps(operating_point, indent=2) + "\n")
+        return {"onnx": str(onnx_path), "onnx_max_abs_diff": diff}
+
+    def print_final(self, final: dict) -> None:
+        self.log(f"[ecs] final evaluation (selected round {final['selected_round']}, threshold {final['threshold']:.4f}):")
+        self.log(f"[ecs]   {'center':<12} {'role':<9} {'n':>5} {'pos':>4}  {'AUC':>5}  {'sens':>5}  {'spec':>5}")
+        for line in final["centers"]:
+            if "error" in line:
+                self.log(f"[ecs]   {line['center']:<12} {line['role']:<9} error: {line['error']}")
+                continue
+            self.log(f"[ecs]   {line['center']:<12} {line['role']:<9} {line['n']:>5} {line['positives']:>4}  {_fmt(line['auc'])}"
+                     f"  {_fmt(line['sensitivity'])}  {_fmt(line['specificity'])}")
+        for role, label in (("internal_test", "pooled internal test"), ("held_out", "pooled held-out")):
+            m = final.get(role)
+            if m:
+                self.log(f"[ecs]   {label:<22} {m['n']:>5} {m['positives']:>4}  {_fmt(m['auc'])}  {_fmt(m['sensitivity'])}  {_fmt(m['specificity'])}")
+
+    # main ----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        start = time.perf_counter()
+        cfg = self.cfg
+        resume = bool(cfg.resume)
+        self.store.start(cfg, resume=resume)
+        self.state = self.fresh_state()
+        checkpoint = self.store.load_checkpoint() if resume else None
+        if checkpoint is not None:
+            self.state = checkpoint
+            self.store.truncate_rounds(checkpoint["global_round"])
+            self.log(f"[ecs] resuming {cfg.run_dir} after {checkpoint['phase']} round {checkpoint['phase_round']} "
+                     f"(global round {checkpoint['global_round']})")
+        elif resume:
+            self.log(f"[ecs] resume=true but no checkpoint in {cfg.run_dir}: starting from round 1")
+        held_out = list(cfg.held_out_centers or [])
+        expected = int(cfg.expected_sites or cfg.participation.min_available_nodes or 1)
+        self.sites = discover_sites(self.grid, expected=expected, held_out=held_out, timeout=self.timeout, log=self.log)
+        s = self.sites
+        self.log(f"[ecs] run {cfg.run_dir}: strategy {self.spec.name}, training centers "
+                 f"{[s.centers[n] for n in s.train]}, held-out {[s.centers[n] for n in s.held_out]}")
+        if self.state["rng"] is not None:
+            _set_rng_state(self.state["rng"])
+        else:
+            seed_everything(int(cfg.seed))
+        for phase, rounds in self.plan():
+            if phase in self.state["completed"]:
+                continue
+            if phase == "stage_a":
+                self.synthesize()
+            if rounds > 0:
+                self.run_phase(phase, rounds)
+            else:
+                self.state["completed"].append(phase)
+        self.store.save_arrays("final_arrays.npz", self.state["model_arrays"])
+        final = self.final_evaluation()
+        exported = self.export(final.pop("full_arrays"), final["threshold"], final.get("val"))
+        self.print_final(final)
+        metrics = {"experiment": str(cfg.experiment_name), "strategy": self.spec.name, "seed": int(cfg.seed),
+                   "training_centers": [s.centers[n] for n in s.train], "held_out_centers": [s.centers[n] for n in s.held_out],
+                   "rounds": OmegaConf.to_container(cfg.rounds), "seconds": time.perf_counter() - start, **final, **exported}
+        self.store.write_json("metrics.json", metrics)
+        return metrics
+
+
+def run_federation(grid: Grid, cfg: DictConfig, log: Log = print) -> dict:
+    """Run (or resume) the federated experiment ``cfg`` over ``grid``; returns metrics.json's content."""
+    return _Run(grid, cfg, log).run()
+

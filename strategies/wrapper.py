@@ -1,0 +1,324 @@
+"""``SiteAwareStrategy``: what Flower's strategies lack, wrapped around any of them.
+
+Flower's ``Strategy.start`` runs the rounds; this wrapper only intercepts its four hooks and
+adds, without copying the round loop:
+
+* **Who trains.** ``configure_train`` / ``configure_evaluate`` see a view of the Grid that lists
+  only the phase's nodes (held-out centers never receive a train message; the GAN phase only
+  goes to sites with MRI). The inner strategy samples from that view (k-of-n with its own
+  ``fraction_train`` / ``min_train_nodes`` / ``min_available_nodes``).
+* **Reply validation** (:mod:`strategies.validation`): error replies, missing replies (round
+  timeout) and replies with NaN/Inf or an outlying update norm are logged and left out; the
+  inner strategy aggregates the rest, sorted by center name (a fixed summation order, so a
+  resumed run reproduces an uninterrupted one). Fewer than ``min_train_replies`` valid replies
+  void the round (the global model is kept); more than ``max_failed_rounds`` void rounds in a
+  row stop the run with a clear message instead of waiting forever.
+* **Per-center metrics.** Evaluation replies carry counts (confusion matrix at the server's
+  threshold, per-class score histograms); the wrapper computes each center's and the pooled
+  AUC / sensitivity / specificity (:mod:`ecs_models.training.binned_metrics`).
+* **Statistics stay averaged.** With a server optimizer (FedAdam, FedYogi, ...), BatchNorm
+  running statistics are replaced by their plain weighted average: an Adam step on a running
+  variance can make it negative.
+* **Rounds across restarts.** ``round_offset`` shifts Flower's 1-based round numbers, so a phase
+  resumed after round k continues as round k + 1 for the inner strategy (FedAdam's bias
+  correction depends on it) and for the clients' seeds; :meth:`state_dict` /
+  :meth:`load_state_dict` carry the inner strategy's state (server optimizer moments).
+* **Checkpoint hook.** :meth:`evaluate_fn` is passed to ``Strategy.start`` as its
+  ``evaluate_fn``: after every round it hands a :class:`RoundReport` and the new global arrays
+  to ``on_round_end`` (the ServerApp persists the round there).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.serverapp.strategy.fedopt import FedOpt
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+from ecs_models.training.binned_metrics import binned_metrics
+from strategies.validation import Rejection, validate_train_replies
+
+__all__ = ["RoundReport", "SiteAwareStrategy", "TooManyFailedRounds", "center_metrics"]
+
+logger = logging.getLogger(__name__)
+
+
+class TooManyFailedRounds(RuntimeError):
+    """More consecutive rounds without ``min_train_replies`` valid replies than allowed."""
+
+
+@dataclass
+class RoundReport:
+    """What happened in one round, as persisted to ``rounds.jsonl``."""
+
+    phase: str
+    round: int  # within the phase, 1-based
+    global_round: int  # across phases, 1-based
+    sampled: list[str] = field(default_factory=list)
+    answered: list[str] = field(default_factory=list)  # valid and aggregated
+    failed: dict[str, str] = field(default_factory=dict)  # center -> error / "no reply"
+    rejected: dict[str, str] = field(default_factory=dict)  # center -> validation reason
+    aggregated: bool = False
+    train: dict[str, dict[str, float]] = field(default_factory=dict)  # center -> train metrics
+    train_pooled: dict[str, float] = field(default_factory=dict)
+    val: dict[str, dict[str, float]] = field(default_factory=dict)  # center -> binned metrics
+    val_pooled: dict[str, float] = field(default_factory=dict)
+    val_histograms: dict[str, list[int]] = field(default_factory=dict)  # pooled "neg" / "pos"
+    update_norms: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    started: float = 0.0
+
+    def to_json(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("val_histograms", "started")}
+        return out
+
+
+def center_metrics(metrics: MetricRecord | dict, threshold: float) -> dict[str, float]:
+    """Binned metrics of one evaluation reply (histograms + exact confusion at ``threshold``)."""
+    neg, pos = np.asarray(metrics["hist-neg"]), np.asarray(metrics["hist-pos"])
+    confusion = {k: int(metrics[k]) for k in ("tp", "fp", "tn", "fn")}
+    return binned_metrics(neg, pos, threshold, confusion)
+
+
+class _NodeSubsetGrid(Grid):
+    """A Grid whose ``get_node_ids`` lists only ``allowed`` (and connected) nodes."""
+
+    def __init__(self, grid: Grid, allowed: Iterable[int]) -> None:
+        self._grid = grid
+        self._allowed = set(allowed)
+
+    def set_run(self, run) -> None:  # noqa: ANN001
+        self._grid.set_run(run)
+
+    @property
+    def run(self):  # noqa: ANN201
+        return self._grid.run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # noqa: ANN001,ANN201
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return sorted(n for n in self._grid.get_node_ids() if n in self._allowed)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+
+class SiteAwareStrategy(Strategy):
+    """Wraps a Flower ``FedAvg``-family strategy (see the module docstring).
+
+    Args:
+        inner: the configured Flower strategy (FedAvg, FedProx, FedAdam, FedMedian, Krum, ...).
+        phase: phase name sent to clients in every config (``gan``, ``stage_a``, ``stage_b``).
+        centers: node id -> center name, for every node of the federation.
+        train_nodes: nodes that may receive train messages in this phase.
+        eval_nodes: nodes that validate after each round (empty: no per-round evaluation).
+        round_offset: rounds of this phase already completed (resume).
+        global_round_base: rounds of earlier phases (global round = base + phase round).
+        min_train_replies: k, valid replies needed to aggregate a round.
+        max_failed_rounds: consecutive void rounds tolerated before stopping.
+        outlier_factor: update-norm rejection factor over the round median (0: off).
+        statistics_keys: running-statistics keys averaged plainly under a server optimizer.
+        round_config: ``phase_round -> dict`` of per-round train config (learning rate, ...).
+        threshold: operating point for the per-round validation confusion matrices.
+        on_round_end: ``(report, arrays)`` after every round (persistence, progress line).
+    """
+
+    def __init__(
+        self,
+        inner: FedAvg,
+        *,
+        phase: str,
+        centers: dict[int, str],
+        train_nodes: Iterable[int],
+        eval_nodes: Iterable[int] = (),
+        round_offset: int = 0,
+        global_round_base: int = 0,
+        min_train_replies: int = 1,
+        max_failed_rounds: int = 2,
+        outlier_factor: float = 10.0,
+        statistics_keys: Iterable[str] = (),
+        round_config: Callable[[int], dict] | None = None,
+        threshold: float = 0.5,
+        on_round_end: Callable[[RoundReport, ArrayRecord], None] | None = None,
+    ) -> None:
+        self.inner = inner
+        self.phase = phase
+        self.centers = dict(centers)
+        self.train_nodes = sorted(train_nodes)
+        self.eval_nodes = sorted(eval_nodes)
+        self.round_offset = round_offset
+        self.global_round_base = global_round_base
+        self.min_train_replies = max(1, int(min_train_replies))
+        self.max_failed_rounds = int(max_failed_rounds)
+        self.outlier_factor = float(outlier_factor)
+        self.statistics_keys = frozenset(statistics_keys)
+        self.round_config = round_config
+        self.threshold = float(threshold)
+        self.on_round_end = on_round_end
+        self.failed_rounds = 0
+        self._sent: dict[str, np.ndarray] | None = None
+        self._report: RoundReport | None = None
+
+    # -- helpers -------------------------------------------------------------------------
+    def _round(self, server_round: int) -> int:
+        return server_round + self.round_offset
+
+    def _center(self, node_id: int) -> str:
+        return self.centers.get(node_id, f"node-{node_id}")
+
+    def _new_report(self, server_round: int) -> RoundReport:
+        phase_round = self._round(server_round)
+        return RoundReport(self.phase, phase_round, self.global_round_base + phase_round, started=time.perf_counter())
+
+    # -- Strategy API ----------------------------------------------------------------------
+    def summary(self) -> None:
+        logger.info("SiteAwareStrategy(%s) phase=%s train=%s eval=%s", type(self.inner).__name__, self.phase,
+                    [self._center(n) for n in self.train_nodes], [self._center(n) for n in self.eval_nodes])
+        self.inner.summary()
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        report = self._report = self._new_report(server_round)
+        config["phase"] = self.phase
+        config["phase-round"] = report.round
+        config["global-round"] = report.global_round
+        if self.round_config is not None:
+            for key, value in self.round_config(report.round).items():
+                config[key] = value
+        self._sent = {k: v.numpy() for k, v in arrays.items()}
+        messages = list(self.inner.configure_train(report.round, arrays, config, _NodeSubsetGrid(grid, self.train_nodes)))
+        report.sampled = sorted(self._center(m.metadata.dst_node_id) for m in messages)
+        return messages
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        report = self._report or self._new_report(server_round)
+        replies = list(replies)
+        answered_nodes = {m.metadata.src_node_id for m in replies}
+        for node in self.train_nodes:
+            if self._center(node) in report.sampled and node not in answered_nodes:
+                report.failed[self._center(node)] = "no reply within the round timeout"
+        ok: list[tuple[int, str, RecordDict]] = []
+        by_node: dict[int, Message] = {}
+        for msg in replies:
+            center = self._center(msg.metadata.src_node_id)
+            if msg.has_error():
+                report.failed[center] = f"error reply: {msg.error.reason}"
+            else:
+                ok.append((msg.metadata.src_node_id, center, msg.content))
+                by_node[msg.metadata.src_node_id] = msg
+        accepted, rejections, norms = validate_train_replies(
+            ok, self._sent, weight_key=self.inner.weighted_by_key, outlier_factor=self.outlier_factor)
+        for rejection in rejections:
+            report.rejected[rejection.center] = rejection.reason
+            logger.warning("round %d: rejected %s: %s", report.global_round, rejection.center, rejection.reason)
+        for center, reason in report.failed.items():
+            logger.warning("round %d: %s failed: %s", report.global_round, center, reason)
+        accepted_msgs = sorted((by_node[n] for n in accepted), key=lambda m: self._center(m.metadata.src_node_id))
+        report.update_norms = {self._center(n): norms[n] for n in accepted}
+        for msg in accepted_msgs:
+            metrics = next(iter(msg.content.metric_records.values()))
+            report.train[self._center(msg.metadata.src_node_id)] = {k: float(v) for k, v in metrics.items() if not isinstance(v, list)}
+        if len(accepted_msgs) < self.min_train_replies:
+            self.failed_rounds += 1
+            logger.warning("round %d: %d valid replies < k=%d: round void, global model kept (%d/%d void rounds in a row)",
+                           report.global_round, len(accepted_msgs), self.min_train_replies, self.failed_rounds, self.max_failed_rounds)
+            if self.failed_rounds > self.max_failed_rounds:
+                raise TooManyFailedRounds(
+                    f"{self.failed_rounds} consecutive rounds of phase {self.phase} had fewer than {self.min_train_replies} "
+                    f"valid replies (last: failed {report.failed}, rejected {report.rejected}); stopping")
+            return None, None
+        self.failed_rounds = 0
+        statistics = None
+        if self.statistics_keys and isinstance(self.inner, FedOpt):
+            statistics = _average_keys([m.content for m in accepted_msgs], self.statistics_keys, self.inner.weighted_by_key)
+        arrays, metrics = self.inner.aggregate_train(report.round, accepted_msgs)
+        if arrays is not None and statistics is not None:
+            for key, value in statistics.items():
+                arrays[key] = value
+        report.answered = [self._center(m.metadata.src_node_id) for m in accepted_msgs]
+        report.aggregated = arrays is not None
+        if metrics is not None:
+            report.train_pooled = {k: float(v) for k, v in metrics.items() if not isinstance(v, list)}
+        return arrays, metrics
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        if not self.eval_nodes:
+            return []
+        report = self._report or self._new_report(server_round)
+        config["phase"] = "evaluate"
+        config["split"] = "val"
+        config["threshold"] = self.threshold
+        config["global-round"] = report.global_round
+        return self.inner.configure_evaluate(report.round, arrays, config, _NodeSubsetGrid(grid, self.eval_nodes))
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        report = self._report or self._new_report(server_round)
+        neg = pos = None
+        confusion = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
+        for msg in sorted(replies, key=lambda m: self._center(m.metadata.src_node_id)):
+            center = self._center(msg.metadata.src_node_id)
+            if msg.has_error():
+                report.failed[f"{center} (evaluate)"] = msg.error.reason
+                continue
+            metrics = next(iter(msg.content.metric_records.values()))
+            report.val[center] = center_metrics(metrics, self.threshold)
+            h_neg, h_pos = np.asarray(metrics["hist-neg"], np.int64), np.asarray(metrics["hist-pos"], np.int64)
+            neg = h_neg if neg is None else neg + h_neg
+            pos = h_pos if pos is None else pos + h_pos
+            for key in confusion:
+                confusion[key] += int(metrics[key])
+        if neg is None:
+            return None
+        report.val_pooled = binned_metrics(neg, pos, self.threshold, confusion)
+        report.val_histograms = {"neg": neg.tolist(), "pos": pos.tolist()}
+        return MetricRecord({k: float(v) for k, v in report.val_pooled.items() if v == v})  # NaN left out
+
+    def evaluate_fn(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """``Strategy.start``'s ``evaluate_fn``: closes the round and calls ``on_round_end``."""
+        if server_round == 0 or self._report is None:
+            return None
+        report, self._report = self._report, None
+        report.seconds = time.perf_counter() - report.started
+        if self.on_round_end is not None:
+            self.on_round_end(report, arrays)
+        return None
+
+    # -- checkpointing -------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The inner strategy's data attributes (server optimizer moments, ...) and counters."""
+        inner = {k: v for k, v in vars(self.inner).items() if not callable(v)}
+        return {"inner": inner, "failed_rounds": self.failed_rounds}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state["inner"].items():
+            setattr(self.inner, key, value)
+        self.failed_rounds = int(state["failed_rounds"])
+
+
+def _average_keys(contents: list[RecordDict], keys: frozenset[str], weight_key: str) -> dict:
+    """Plain weighted average of ``keys`` over replies (Flower's own FedAvg aggregation)."""
+    filtered = []
+    for content in contents:
+        record = next(iter(content.array_records.values()))
+        metrics = next(iter(content.metric_records.values()))
+        subset = ArrayRecord({k: v for k, v in record.items() if k in keys})
+        filtered.append(RecordDict({"arrays": subset, "metrics": MetricRecord({weight_key: metrics[weight_key]})}))
+    if not filtered or not len(next(iter(filtered[0].array_records.values()))):
+        return {}
+    return dict(aggregate_arrayrecords(filtered, weight_key).items())
+
+
+__all__ += ["Rejection"]

@@ -1,0 +1,75 @@
+"""The site logic of the ClientApp on the tiny cohort: site mapping, FedBN, evaluation counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from client import task
+from server.federation import model_spec
+from strategies.fedbn import norm_keys, split_norm
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict:
+    from server.config import compose_config
+
+    return model_spec(compose_config(["experiment=smoke"]))
+
+
+def _params(spec: dict, tmp_path: Path, **extra: object) -> dict:
+    return {"seed": 0, "run-key": "test", "model-spec": json.dumps(spec), "device": "cpu", "img-size": 96,
+            "preprocess-size": 96, "eval-batch-size": 16, "batch-size": 4, "local-epochs": 1, "max-steps-per-epoch": 1,
+            "lr": 1e-3, "phase": "stage_b", "phase-round": 1, "global-round": 1, "bins": 1000, **extra}
+
+
+def test_partition_ids_map_to_sorted_centers_including_held_out(tiny_cohort: Path, tmp_path: Path) -> None:
+    names = task.cohort_centers(tiny_cohort)
+    assert names == sorted(names) and {"community", "teaching"} <= set(names)  # held-out ones are nodes too
+    site = task.site_from_config({"partition-id": 1}, {"cohort-dir": str(tiny_cohort), "cache-dir": str(tmp_path)})
+    assert site.center == names[1] and site.data_dir == tiny_cohort / names[1]
+    deployed = task.site_from_config({"data-dir": str(tiny_cohort / "clinic")}, {})
+    assert deployed.center == "clinic" and deployed.cache_dir is None
+    info = task.site_info(deployed)
+    assert info["n-mri-train"] == 0 and info["n-us-all"] >= info["n-us-train"] > 0
+
+
+def test_fedbn_client_keeps_its_norm_state_and_never_sends_it(tiny_cohort: Path, tmp_path: Path, spec: dict) -> None:
+    site = task.Site("university", tiny_cohort / "university", tmp_path)
+    torch.manual_seed(0)
+    model = task.build_classifier(spec)
+    keys = norm_keys(model)
+    shared, _ = split_norm({k: v.clone() for k, v in model.state_dict().items()}, keys)
+    arrays, metrics = task.train_classifier_round(site, shared, _params(spec, tmp_path, fedbn=True))
+    assert not set(arrays) & keys and metrics["num-examples"] > 0
+    local = site.store("test").load("norm")
+    assert set(local) == keys
+    trained_var = [k for k in keys if k.endswith("running_var")][0]
+    assert not torch.allclose(local[trained_var], torch.ones_like(local[trained_var]))  # statistics moved, locally
+    # the next round starts from the site's own norms, not from the (norm-free) global arrays
+    again, _ = task.train_classifier_round(site, arrays, _params(spec, tmp_path, fedbn=True, **{"global-round": 2}))
+    assert set(again) == set(arrays)
+    plain, _ = task.train_classifier_round(site, {k: v for k, v in model.state_dict().items()}, _params(spec, tmp_path))
+    assert keys <= set(plain)  # FedAvg sends everything
+
+
+def test_evaluation_sends_counts_not_scores(tiny_cohort: Path, tmp_path: Path, spec: dict) -> None:
+    site = task.Site("teaching", tiny_cohort / "teaching", tmp_path)
+    torch.manual_seed(0)
+    state = task.build_classifier(spec).state_dict()
+    out = task.evaluate_split(site, state, _params(spec, tmp_path, split="all", threshold=0.5, bins=1000))
+    n = int(out["num-examples"])
+    assert n == task.site_info(site)["n-us-all"]
+    assert len(out["hist-neg"]) == len(out["hist-pos"]) == 1000
+    assert sum(out["hist-neg"]) + sum(out["hist-pos"]) == n == out["tp"] + out["fp"] + out["tn"] + out["fn"]
+    assert all(isinstance(v, int) for v in out["hist-neg"]) and np.all(np.asarray(out["hist-pos"]) >= 0)
+
+
+def test_round_seeds_do_not_depend_on_node_ids() -> None:
+    assert task.round_seed(0, "a", "stage_a", 3) == task.round_seed(0, "a", "stage_a", 3)
+    assert len({task.round_seed(0, c, p, r) for c in "ab" for p in ("gan", "stage_a") for r in (1, 2)}) == 8
+

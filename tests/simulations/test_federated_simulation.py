@@ -1,0 +1,96 @@
+"""``ecs-simulate`` end to end on Flower's Simulation Runtime (subprocesses, tiny cohort).
+
+One shared home (cohort, cache) for three runs: the smoke experiment (the reference), the same
+experiment stopped by the server after round 3, and its resumption. In all three the clinic
+drops every training round (a simulated transient failure with p = 1): k = 2 of 3 still holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simulations.federated.runtime import process_alive
+
+REPO = Path(__file__).resolve().parents[2]
+ECS_SIMULATE = Path(sys.executable).parent / "ecs-simulate"
+FAULT = "federation.faults={clinic:{drop_p:1.0}}"
+HELD_OUT = {"community", "teaching"}
+
+
+def _simulate(home: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ECS_HOME": str(home), "HF_HUB_OFFLINE": "1", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    return subprocess.run([str(ECS_SIMULATE), "experiment=smoke", f"run_dir={run_dir}", FAULT, *overrides],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=540)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ecs_home")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(home: Path) -> Path:
+    run_dir = home / "runs" / "smoke"
+    result = _simulate(home, run_dir)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "[ecs] final evaluation" in result.stdout
+    return run_dir
+
+
+def test_smoke_experiment_trains_on_training_centers_and_evaluates_held_out_ones(smoke_run: Path) -> None:
+    rounds = _jsonl(smoke_run / "rounds.jsonl")
+    assert [r["global_round"] for r in rounds] == [1, 2, 3, 4, 5, 6]
+    assert [r["phase"] for r in rounds] == ["gan"] * 2 + ["stage_a"] * 2 + ["stage_b"] * 2
+    for r in rounds:
+        touched = set(r["sampled"]) | set(r["answered"]) | set(r["train"]) | set(r["val"]) | set(r["failed"])
+        assert not touched & HELD_OUT, r
+        assert r["aggregated"]
+    stage_rounds = [r for r in rounds if r["phase"] != "gan"]
+    assert all("simulated" in r["failed"]["clinic"] and r["answered"] == ["regional", "university"] for r in stage_rounds)
+    assert all("clinic" not in r["sampled"] for r in rounds if r["phase"] == "gan")  # no MRI: no GAN
+    final = {line["center"]: line for line in _jsonl(smoke_run / "final_evaluation.jsonl")}
+    assert {c for c, line in final.items() if line["role"] == "held_out"} == HELD_OUT
+    assert all(final[c]["n"] > 0 and final[c]["split"] == "all" for c in HELD_OUT)
+    assert {c for c, line in final.items() if line["role"] == "train"} == {"clinic", "regional", "university"}
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert metrics["held_out"]["n"] == sum(final[c]["n"] for c in HELD_OUT)
+    assert (smoke_run / "model" / "lsnet.onnx").stat().st_size > 0
+    assert 0 < json.loads((smoke_run / "model" / "operating_point.json").read_text())["threshold"] < 1
+    assert (smoke_run / "config.yaml").is_file() and "flwr" in json.loads((smoke_run / "versions.json").read_text())
+
+
+def test_every_process_started_is_stopped(smoke_run: Path) -> None:
+    record = json.loads((smoke_run / "processes.json").read_text())
+    commands = " ".join(p["cmd"] for p in record["processes"])
+    assert "flower-superlink" in commands and "flwr-simulation" in commands and "ray" in commands
+    assert record["left_running"] == []
+    assert not [p["pid"] for p in record["processes"] if process_alive(p["pid"], p["start"])]
+
+
+def test_server_stopped_after_round_3_resumes_to_the_uninterrupted_result(home: Path, smoke_run: Path) -> None:
+    run_dir = home / "runs" / "resumed"
+    stopped = _simulate(home, run_dir, "debug.stop_after_round=3")
+    assert stopped.returncode != 0
+    assert not (run_dir / "metrics.json").exists()
+    assert [r["global_round"] for r in _jsonl(run_dir / "rounds.jsonl")] == [1, 2, 3]
+    resumed = _simulate(home, run_dir, "resume=true")
+    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
+    assert "resuming" in resumed.stdout
+    assert [r["global_round"] for r in _jsonl(run_dir / "rounds.jsonl")] == [1, 2, 3, 4, 5, 6]
+    with np.load(smoke_run / "final_arrays.npz") as ref, np.load(run_dir / "final_arrays.npz") as got:
+        assert sorted(ref.files) == sorted(got.files)
+        for key in ref.files:
+            np.testing.assert_allclose(got[key], ref[key], rtol=0, atol=1e-6, err_msg=key)
+    for name in ("processes.json",):
+        assert json.loads((run_dir / name).read_text())["left_running"] == []

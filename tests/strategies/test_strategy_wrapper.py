@@ -1,0 +1,134 @@
+"""SiteAwareStrategy on fake replies: failures, NaN, outliers, k-of-n, held-out nodes, resume state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import FakeGrid, error_reply, eval_reply, train_reply
+from flwr.app import Array, ArrayRecord, ConfigRecord
+
+from strategies.factory import StrategySpec, build_strategy
+from strategies.validation import validate_train_replies
+from strategies.wrapper import SiteAwareStrategy, TooManyFailedRounds
+
+CENTERS = {11: "alpha", 12: "beta", 13: "gamma", 14: "delta", 21: "heldout"}
+TRAIN = [11, 12, 13, 14]
+GLOBAL = {"w": np.zeros(4, np.float32), "bn.running_var": np.ones(4, np.float32)}
+
+
+def _strategy(name: str = "fedavg", **kwargs) -> SiteAwareStrategy:  # noqa: ANN003
+    inner = build_strategy(StrategySpec(name=name), fraction_train=1.0, min_train_nodes=1, min_available_nodes=1)
+    kwargs.setdefault("min_train_replies", 2)
+    return SiteAwareStrategy(inner, phase="stage_a", centers=CENTERS, train_nodes=TRAIN, eval_nodes=TRAIN, **kwargs)
+
+
+def _configure(strategy: SiteAwareStrategy, grid: FakeGrid | None = None) -> list:
+    record = ArrayRecord({k: Array(v) for k, v in GLOBAL.items()})
+    return list(strategy.configure_train(1, record, ConfigRecord({}), grid or FakeGrid(list(CENTERS))))
+
+
+def _update(value: float) -> dict[str, np.ndarray]:
+    return {"w": np.full(4, value, np.float32), "bn.running_var": np.ones(4, np.float32)}
+
+
+def test_held_out_nodes_never_receive_train_messages() -> None:
+    strategy = _strategy()
+    messages = _configure(strategy)
+    assert sorted(m.metadata.dst_node_id for m in messages) == TRAIN
+    assert all(m.content["config"]["phase"] == "stage_a" for m in messages)
+    evals = list(strategy.configure_evaluate(1, ArrayRecord({k: Array(v) for k, v in GLOBAL.items()}), ConfigRecord({}),
+                                             FakeGrid(list(CENTERS))))
+    assert 21 not in {m.metadata.dst_node_id for m in evals}
+
+
+def test_error_nan_and_outlier_replies_are_left_out_and_the_round_goes_on() -> None:
+    strategy = _strategy()
+    _configure(strategy)
+    nan = _update(1.0)
+    nan["w"][0] = np.nan
+    replies = [train_reply(11, _update(1.0)), train_reply(12, _update(2.0)), error_reply(13, "ValueError: boom"),
+               train_reply(14, nan)]
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None and metrics is not None
+    np.testing.assert_allclose(arrays["w"].numpy(), 1.5)  # alpha and beta, equal weights
+    report = strategy._report
+    assert report.answered == ["alpha", "beta"]
+    assert "boom" in report.failed["gamma"]
+    assert "non-finite" in report.rejected["delta"]
+
+
+def test_update_norm_far_above_the_median_is_rejected() -> None:
+    strategy = _strategy(outlier_factor=10.0)
+    _configure(strategy)
+    replies = [train_reply(11, _update(1.0)), train_reply(12, _update(1.1)), train_reply(13, _update(0.9)),
+               train_reply(14, _update(500.0))]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert "update norm" in strategy._report.rejected["delta"]
+    np.testing.assert_allclose(arrays["w"].numpy(), 1.0, rtol=1e-6)
+
+
+def test_fewer_than_k_valid_replies_void_the_round_then_stop_the_run() -> None:
+    strategy = _strategy(min_train_replies=2, max_failed_rounds=1)
+    for attempt in range(2):
+        _configure(strategy)
+        replies = [train_reply(11, _update(1.0)), error_reply(12), error_reply(13)]  # 14 never answers
+        if attempt == 0:
+            assert strategy.aggregate_train(1, replies) == (None, None)
+            assert strategy._report.failed["delta"].startswith("no reply")
+        else:
+            with pytest.raises(TooManyFailedRounds):
+                strategy.aggregate_train(1, replies)
+
+
+def test_aggregation_is_independent_of_reply_order() -> None:
+    values = [0.1, 0.7, 0.3]
+    results = []
+    for order in ([0, 1, 2], [2, 0, 1]):
+        strategy = _strategy()
+        _configure(strategy)
+        replies = [train_reply(11 + i, _update(values[i]), n=float(3 + 7 * i)) for i in order]
+        results.append(strategy.aggregate_train(1, replies)[0]["w"].numpy())
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_server_optimizer_leaves_running_statistics_to_plain_averaging() -> None:
+    strategy = _strategy("fedadam", statistics_keys=["bn.running_var"])
+    _configure(strategy)
+    replies = [train_reply(11, {"w": np.full(4, 1.0, np.float32), "bn.running_var": np.full(4, 2.0, np.float32)}),
+               train_reply(12, {"w": np.full(4, 3.0, np.float32), "bn.running_var": np.full(4, 4.0, np.float32)})]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    np.testing.assert_allclose(arrays["bn.running_var"].numpy(), 3.0)
+    assert not np.allclose(arrays["w"].numpy(), 2.0)  # the weights did go through FedAdam
+
+
+def test_state_dict_round_trips_server_optimizer_state() -> None:
+    strategy = _strategy("fedadam")
+    _configure(strategy)
+    strategy.aggregate_train(1, [train_reply(11, _update(1.0)), train_reply(12, _update(2.0))])
+    restored = _strategy("fedadam", round_offset=1)
+    restored.load_state_dict(strategy.state_dict())
+    np.testing.assert_array_equal(restored.inner.m_t["w"], strategy.inner.m_t["w"])
+    messages = _configure(restored)
+    assert messages[0].content["config"]["phase-round"] == 2  # the round after the checkpoint
+
+
+def test_per_center_and_pooled_validation_metrics() -> None:
+    strategy = _strategy()
+    _configure(strategy)
+    rng = np.random.default_rng(0)
+    data = {11: (np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])), 12: (np.array([0, 1]), rng.random(2))}
+    metrics = strategy.aggregate_evaluate(1, [eval_reply(n, *data[n]) for n in data])
+    report = strategy._report
+    assert set(report.val) == {"alpha", "beta"}
+    assert report.val["alpha"]["auc"] == pytest.approx(0.75)
+    assert report.val_pooled["n"] == 6 and metrics["n"] == 6
+    assert sum(report.val_histograms["neg"]) + sum(report.val_histograms["pos"]) == 6
+
+
+def test_validation_rejects_mismatched_keys() -> None:
+    from flwr.app import MetricRecord, RecordDict
+
+    content = RecordDict({"arrays": ArrayRecord({"other": Array(np.zeros(2, np.float32))}),
+                          "metrics": MetricRecord({"num-examples": 1.0})})
+    accepted, rejections, _ = validate_train_replies([(1, "a", content)], GLOBAL)
+    assert accepted == [] and "keys differ" in rejections[0].reason
