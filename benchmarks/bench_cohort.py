@@ -19,15 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from simulations.cohort.anatomy import sample_participant
-from simulations.cohort.annotations import apply_tint, burn_in_annotations, screen_text_lines
-from simulations.cohort.dicom_writer import (
-    UltrasoundRegion,
-    make_identity,
-    write_mri,
-    write_ultrasound,
-)
+from simulations.cohort.generate import generate_cohort
 from simulations.cohort.mri import MRI_PROFILES, get_mri_profile, mri_grid, render_mri
 from simulations.cohort.scanners import SCANNER_PROFILES, get_scanner_profile
+from simulations.cohort.spec import CenterSpec, CohortSpec
 from simulations.cohort.ultrasound import render_ultrasound
 
 
@@ -62,48 +57,29 @@ def bench_mr_render(n: int, size: int) -> dict[str, float]:
     return rates
 
 
+def _one_center_spec(scanner: str, *, n_us: int, n_mri: int, mri: str | None) -> CohortSpec:
+    center = CenterSpec(name=scanner, scanner=scanner, n_us=n_us, prevalence=0.5, mri=mri, n_mri=n_mri)
+    return CohortSpec(name="bench", centers=(center,), extra_image_rate=0.0)
+
+
 def bench_us_full(n: int, out: Path) -> dict[str, float]:
-    """Frames per second through render + annotate + encode + write at the profile's matrix."""
-    people = _participants(n)
+    """Frames per second through the generator itself (render + annotate + encode + write), per
+    scanner profile at its own matrix."""
     rates = {}
-    for name, profile in SCANNER_PROFILES.items():
-        frames_done = 0
+    for name in SCANNER_PROFILES:
         start = time.perf_counter()
-        for i, p in enumerate(people):
-            rng = np.random.default_rng(i)
-            render = render_ultrasound(p, profile, rng)
-            g = render.geometry
-            ident = make_identity(center="bench", patient_id=p.participant_id, index=0, modality="US", seed=0)
-            text = screen_text_lines(profile, institution=ident.institution_name, patient_id=p.participant_id,
-                                     study_date=ident.study_date, study_time=ident.study_time)
-            rgb = np.stack([
-                burn_in_annotations(apply_tint(f, profile.tint), layout=profile.annotation_layout, text_lines=text,
-                                    calipers=[], caliper_label=None, depth_mm=profile.depth_mm, fan_bbox=g.bbox,
-                                    rng=np.random.default_rng(0), pixel_size_mm=g.pixel_mm)
-                for f in render.frames
-            ])
-            region = UltrasoundRegion.from_fan(g.bbox, (g.apex_col, g.apex_row), g.pixel_mm, profile.center_frequency_mhz)
-            write_ultrasound(out / f"{name}_{i}.dcm", rgb, profile=profile, identity=ident, region=region)
-            frames_done += len(rgb)
-        rates[name] = frames_done / (time.perf_counter() - start)
+        summary = generate_cohort(_one_center_spec(name, n_us=n, n_mri=0, mri=None), out / name, seed=0, log=lambda _m: None)
+        rates[name] = summary["centers"][0]["images"] / (time.perf_counter() - start)
     return rates
 
 
 def bench_mr_full(n: int, out: Path) -> dict[str, float]:
-    people = _participants(n)
+    """MR images per second through the generator (one ultrasound participant per run included)."""
     rates = {}
-    for name, profile in MRI_PROFILES.items():
+    for name in MRI_PROFILES:
         start = time.perf_counter()
-        for i, p in enumerate(people):
-            rng = np.random.default_rng(i)
-            x, y, pixel = mri_grid(profile, rng)
-            image = render_mri(p, x, y, profile, rng, pixel_mm=pixel)
-            ident = make_identity(center="bench", patient_id=p.participant_id, index=0, modality="MR", seed=0)
-            write_mri(out / f"{name}_{i}.dcm", image, identity=ident, pixel_spacing_mm=(pixel, pixel),
-                      slice_thickness_mm=profile.slice_thickness_mm, repetition_time_ms=profile.repetition_time_ms,
-                      echo_time_ms=profile.echo_time_ms, field_strength_t=profile.field_strength_t,
-                      manufacturer=profile.manufacturer, model=profile.model)
-        rates[name] = n / (time.perf_counter() - start)
+        summary = generate_cohort(_one_center_spec("clinic_j2k", n_us=1, n_mri=n, mri=name), out / name, seed=0, log=lambda _m: None)
+        rates[name] = summary["centers"][0]["mr_patients"] / (time.perf_counter() - start)
     return rates
 
 
@@ -123,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     _table(f"US render, {args.size}x{args.size}, single frame", bench_us_render(args.n, args.size), "images/s/core")
     _table(f"MR render, {args.size}x{args.size}", bench_mr_render(args.n, args.size), "images/s/core")
     with tempfile.TemporaryDirectory() as tmp:
-        _table("US full pipeline at each profile's matrix (render+annotate+encode+write)", bench_us_full(args.n // 2, Path(tmp)), "frames/s/core")
+        _table("US full pipeline through the generator at each profile's matrix (render+annotate+encode+write)", bench_us_full(args.n // 2, Path(tmp)), "frames/s/core")
         _table("MR full pipeline at each profile's matrix", bench_mr_full(args.n // 2, Path(tmp)), "images/s/core")
 
 

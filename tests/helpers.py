@@ -20,3 +20,8 @@ def tiny_spec(*overrides: str):
 
     cfg = compose("generate", ["cohort=tiny", *overrides])
     return cohort_spec_from_config(OmegaConf.to_container(cfg.cohort, resolve=True))
+
+
+# A GAN small enough for unit tests (32x32, a few channels).
+TINY_GAN = dict(image_size=32, mafe_width=4, mafe_depth=2, gen_width=4, gen_max_width=16, n_res_blocks=1,
+                dynamic_kernels=2, disc_width=4, disc_stride2_layers=2, domain_width=4)

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from helpers import TINY_GAN
 
 from ecs_models.sg_cyclegan import SGCycleGAN, create_sg_cyclegan, dann_lambda
 from ecs_models.training.gan import (
@@ -20,14 +21,12 @@ from ecs_models.training.gan import (
     train_gan,
 )
 
-TINY = dict(image_size=32, mafe_width=4, mafe_depth=2, gen_width=4, gen_max_width=16, n_res_blocks=1,
-            dynamic_kernels=2, disc_width=4, disc_stride2_layers=2, domain_width=4)
 SG_TERMS = {"adv_us", "adv_mri", "cycle", "identity", "domain", "feature"}
 
 
 def _model(vanilla: bool = False, seed: int = 0) -> SGCycleGAN:
     torch.manual_seed(seed)
-    return create_sg_cyclegan("cpu", vanilla=vanilla, **TINY)
+    return create_sg_cyclegan("cpu", vanilla=vanilla, **TINY_GAN)
 
 
 def _blobs(n: int, seed: int, bright: bool) -> torch.Tensor:

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import TINY_GAN
 
 from ecs_models._registry import create_model
 from ecs_models.sg_cyclegan import (
@@ -19,14 +20,11 @@ from ecs_models.sg_cyclegan import (
     grad_reverse,
 )
 
-TINY = dict(image_size=32, mafe_width=4, mafe_depth=2, gen_width=4, gen_max_width=16, n_res_blocks=1,
-            dynamic_kernels=2, disc_width=4, disc_stride2_layers=2, domain_width=4)
-
 
 @pytest.fixture(scope="module")
 def tiny_model() -> SGCycleGAN:
     torch.manual_seed(0)
-    return create_sg_cyclegan("cpu", **TINY)
+    return create_sg_cyclegan("cpu", **TINY_GAN)
 
 
 def test_mafe_gives_32_channel_full_resolution_features(tiny_model: SGCycleGAN) -> None:
@@ -39,7 +37,7 @@ def test_mafe_gives_32_channel_full_resolution_features(tiny_model: SGCycleGAN) 
 @pytest.mark.parametrize("vanilla", [False, True])
 def test_generators_map_images_to_images_in_range(vanilla: bool) -> None:
     torch.manual_seed(0)
-    model = create_sg_cyclegan("cpu", vanilla=vanilla, **TINY)
+    model = create_sg_cyclegan("cpu", vanilla=vanilla, **TINY_GAN)
     x = torch.randn(2, 1, 32, 32) * 3  # outside [-1, 1] on purpose: tanh still bounds the output
     for out in (model.mri_to_us(x), model.us_to_mri(x), model(x)):
         assert out.shape == (2, 1, 32, 32)
@@ -99,7 +97,7 @@ def test_weights_are_initialised_normal_002() -> None:
 
 
 def test_vanilla_has_no_shared_extractor_or_domain_classifier() -> None:
-    model = create_sg_cyclegan("cpu", vanilla=True, **TINY)
+    model = create_sg_cyclegan("cpu", vanilla=True, **TINY_GAN)
     assert model.mafe is None and model.domain_classifier is None
     x = torch.rand(1, 1, 32, 32)
     assert model.features(x) is x
@@ -119,10 +117,10 @@ def test_presets_and_overrides() -> None:
 
 
 def test_registry_builds_both_variants(tmp_path) -> None:
-    model = create_model("sg_cyclegan", preset="cpu", **TINY)
-    vanilla = create_model("cyclegan_vanilla", preset="cpu", **TINY)
+    model = create_model("sg_cyclegan", preset="cpu", **TINY_GAN)
+    vanilla = create_model("cyclegan_vanilla", preset="cpu", **TINY_GAN)
     assert isinstance(model, SGCycleGAN) and not model.vanilla and vanilla.vanilla
     torch.save(model.state_dict(), tmp_path / "gan.pt")
-    loaded = create_model("sg_cyclegan", preset="cpu", checkpoint_path=str(tmp_path / "gan.pt"), **TINY)
+    loaded = create_model("sg_cyclegan", preset="cpu", checkpoint_path=str(tmp_path / "gan.pt"), **TINY_GAN)
     x = torch.rand(1, 1, 32, 32)
     torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
