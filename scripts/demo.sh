@@ -8,7 +8,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 source scripts/setup-env.sh
 out="cohorts/quick-seed0"
-ecs-cohort cohort=quick seed=0 workers="$(nproc)" output_dir="$out" "$@"
+ecs-cohort cohort=quick seed=0 workers="$(nproc)" output_dir="$out" overwrite=true "$@"  # reused when identical
 for center in "$out"/*/; do
   echo "== ecs-data check ${center%/}"
   ecs-data check "${center%/}" --cache-dir "$out/.cache"

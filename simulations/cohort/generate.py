@@ -282,18 +282,20 @@ def generate_cohort(
     """Generate the cohort into ``output_dir`` and return the summary written to cohort.json.
 
     If ``output_dir`` already holds this exact cohort (same fingerprint) it is reused as is.
-    Raises :class:`CohortExistsError` when it holds anything else, unless ``overwrite``.
+    Anything else there raises :class:`CohortExistsError`, unless ``overwrite`` replaces it.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(output_dir)
     fingerprint = cohort_fingerprint(spec, seed)
     summary_path = out / "cohort.json"
-    if summary_path.is_file() and not overwrite:
+    if summary_path.is_file():
         existing = json.loads(summary_path.read_text())
         if existing.get("fingerprint") == fingerprint:
             log(f"cohort already present in {out} (fingerprint {fingerprint[:12]}); reusing it")
             return existing
-        raise CohortExistsError(f"{out} holds a different cohort; choose another output_dir or set overwrite=true")
+        if not overwrite:
+            raise CohortExistsError(f"{out} holds a different cohort; choose another output_dir or set overwrite=true")
+        log(f"replacing the different cohort in {out}")
     leftovers = [c for c in out.iterdir() if c.name not in (".hydra", "ecs-cohort.log")] if out.is_dir() else []
     if leftovers and not overwrite:
         raise CohortExistsError(f"{out} is not empty ({leftovers[0].name}, ...); choose another output_dir or set overwrite=true")

@@ -164,3 +164,13 @@ def test_ecs_data_check_reports_every_generated_file_ok(tiny_cohort: Path, tmp_p
     us = [f for f in report["files"] if f["modality"] == "US"]
     assert all(f["spacing_mm"] is not None for f in report["files"])
     assert {f["photometric"] for f in us} == {"MONOCHROME2", "RGB", "YBR_FULL_422", "PALETTE COLOR"}
+
+
+def test_overwrite_replaces_a_different_cohort_but_reuses_an_identical_one(tmp_path: Path) -> None:
+    small = tiny_spec("cohort.centers.university.n_us=2", "cohort.centers.regional.n_us=2")
+    generate_cohort(small, tmp_path / "c", seed=1, log=lambda _m: None)
+    messages: list[str] = []
+    replaced = generate_cohort(small, tmp_path / "c", seed=2, overwrite=True, log=messages.append)
+    assert replaced["seed"] == 2 and "replacing" in messages[0]
+    reused = generate_cohort(small, tmp_path / "c", seed=2, overwrite=True, log=messages.append)
+    assert reused["fingerprint"] == replaced["fingerprint"] and any("reusing" in m for m in messages)
