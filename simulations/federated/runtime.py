@@ -34,7 +34,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["LocalSimulation", "SimulationSettings", "process_alive", "descendants"]
+__all__ = ["LocalSimulation", "SimulationSettings", "process_alive", "descendants", "track_tree", "stop_tracked",
+           "free_port"]
 
 Log = Callable[[str], None]
 
@@ -59,7 +60,8 @@ class SimulationSettings:
         return " ".join(f"{k}={v}" for k, v in items.items())
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the OS picks it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -119,7 +121,7 @@ class LocalSimulation:
         self.settings = settings
         self.log = log
         self.flwr_home = self.work_dir / "flwr_home"
-        self.http_port, self.control_port = _free_port(), _free_port()
+        self.http_port, self.control_port = free_port(), free_port()
         self.superlink: subprocess.Popen | None = None
         self.tracked: dict[int, dict] = {}  # pid -> {"start": ticks, "cmd": str}
         self._lock = threading.Lock()
@@ -195,11 +197,8 @@ class LocalSimulation:
         self._watcher.start()
 
     def _track(self, root: int) -> None:
-        found = descendants(root)
         with self._lock:
-            for pid, start in found.items():
-                if pid not in self.tracked:
-                    self.tracked[pid] = {"start": start, "cmd": _cmdline(pid)[:300]}
+            track_tree(root, self.tracked)
 
     def _watch(self) -> None:
         while not self._stop_watch.wait(0.5):
@@ -239,24 +238,7 @@ class LocalSimulation:
             self._track(self.superlink.pid)
         with self._lock:
             tracked = dict(self.tracked)
-        alive = {pid: info for pid, info in tracked.items() if process_alive(pid, info["start"])}
-        for pid in sorted(alive, key=lambda p: p != (self.superlink.pid if self.superlink else -1)):
-            _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(process_alive(p, i["start"]) for p, i in alive.items()):
-            if self.superlink is not None:
-                self.superlink.poll()  # reap our direct child
-            time.sleep(0.1)
-        for pid, info in alive.items():
-            if process_alive(pid, info["start"]):
-                _signal(pid, signal.SIGKILL)
-        if self.superlink is not None:
-            try:
-                self.superlink.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        time.sleep(0.2)
-        left = [pid for pid, info in tracked.items() if process_alive(pid, info["start"])]
+        left = stop_tracked(tracked, [self.superlink] if self.superlink is not None else [], grace_s=grace_s)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         (self.work_dir / "processes.json").write_text(json.dumps(
             {"processes": [{"pid": pid, **info} for pid, info in sorted(tracked.items())], "left_running": left}, indent=1) + "\n")
@@ -264,6 +246,41 @@ class LocalSimulation:
             self.log(f"[ecs-simulate] WARNING: processes still running after stop: {left}")
         else:
             self.log(f"[ecs-simulate] stopped {len(tracked)} processes (SuperLink, simulation, Ray)")
+
+
+def track_tree(root: int, tracked: dict[int, dict]) -> None:
+    """Add ``root`` and its live descendants to ``tracked`` (``pid -> {"start": ticks, "cmd": str}``)."""
+    for pid, start in descendants(root).items():
+        if pid not in tracked:
+            tracked[pid] = {"start": start, "cmd": _cmdline(pid)[:300]}
+
+
+def stop_tracked(tracked: dict[int, dict], children: list[subprocess.Popen], grace_s: float = 10.0) -> list[int]:
+    """Stop every recorded process that is still the same process; return the PIDs left running.
+
+    SIGTERM goes first to our direct ``children`` (so they can shut down their own subprocesses),
+    then to every other recorded PID; whatever still runs after ``grace_s`` gets SIGKILL. The
+    ``children`` are reaped (no zombies).
+    """
+    alive = {pid: info for pid, info in tracked.items() if process_alive(pid, info["start"])}
+    first = {child.pid for child in children}
+    for pid in sorted(alive, key=lambda p: p not in first):
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(process_alive(p, i["start"]) for p, i in alive.items()):
+        for child in children:
+            child.poll()  # reap our direct children
+        time.sleep(0.1)
+    for pid, info in alive.items():
+        if process_alive(pid, info["start"]):
+            _signal(pid, signal.SIGKILL)
+    for child in children:
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    time.sleep(0.2)
+    return [pid for pid, info in tracked.items() if process_alive(pid, info["start"])]
 
 
 def _signal(pid: int, sig: int) -> None:
