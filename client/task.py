@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 from client.data.labels import read_label_file
 from client.data.preprocess import PreprocessConfig
@@ -50,6 +50,7 @@ from ecs_models.training.data import (
     TransformedImages,
     combine,
     dataset_labels,
+    make_loader,
     site_us_dataset,
     synthetic_dataset,
 )
@@ -211,11 +212,6 @@ def site_info(site: Site) -> dict[str, int]:
     return out
 
 
-def _loader(dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0,
-                      drop_last=shuffle and len(dataset) > batch_size)
-
-
 # -- phases ----------------------------------------------------------------------------------
 def train_gan_round(site: Site, global_state: State, params: Mapping) -> tuple[State, dict[str, float]]:
     """One round of SG-CycleGAN training; returns (new arrays, metrics with num-examples)."""
@@ -234,8 +230,8 @@ def train_gan_round(site: Site, global_state: State, params: Mapping) -> tuple[S
     trainer = GanTrainer(model, GanTrainConfig(total_steps=total, decay_start_step=total // 2, lr=float(params["lr"]), seed=seed % 2**31),
                          device=resolve_device(str(params.get("device", "cpu"))))
     _position_schedule(trainer, (int(params["phase-round"]) - 1) * steps)
-    mri_loader = _loader(mri.images, batch, shuffle=True, generator=generator)
-    us_loader = _loader(us.images, batch, shuffle=True, generator=generator)
+    mri_loader = make_loader(mri.images, batch, shuffle=True, generator=generator)
+    us_loader = make_loader(us.images, batch, shuffle=True, generator=generator)
     with proximal_term(model, float(params.get("proximal-mu", 0.0))):
         metrics = train_gan(trainer, mri_loader, us_loader, steps=steps)
     metrics = {k: float(v) for k, v in metrics.items()}
@@ -305,7 +301,7 @@ def train_classifier_round(site: Site, global_state: State, params: Mapping) -> 
     stage = StageConfig(epochs=int(params["local-epochs"]), lr=float(params["lr"]),
                         class_weighted=phase == "stage_b" and bool(params.get("class-weighted", True)),
                         max_steps_per_epoch=max_steps)
-    loader = _loader(TransformedImages(data, size, train=True), batch, shuffle=True, generator=generator)
+    loader = make_loader(TransformedImages(data, size, train=True), batch, shuffle=True, generator=generator)
     device = resolve_device(str(params.get("device", "cpu")))
     with proximal_term(model, float(params.get("proximal-mu", 0.0))):
         history = train_stage(model, loader, stage, device=device, labels_for_weights=dataset_labels(real), log=lambda _m: None)
@@ -326,7 +322,7 @@ def evaluate_split(site: Site, global_state: State, params: Mapping) -> dict[str
     local = site.store(str(params["run-key"])).load("norm") if fedbn else None
     _load(model, global_state, local)
     dataset = _us(site, str(params["split"]), int(params["preprocess-size"]))
-    loader = _loader(TransformedImages(dataset, int(params["img-size"]), train=False), int(params.get("eval-batch-size", 64)), shuffle=False)
+    loader = make_loader(TransformedImages(dataset, int(params["img-size"]), train=False), int(params.get("eval-batch-size", 64)), shuffle=False)
     labels, scores = predict_scores(model.student, loader, resolve_device(str(params.get("device", "cpu"))))
     bins = int(params.get("bins", DEFAULT_BINS))
     neg, pos = score_histograms(labels, scores, bins)

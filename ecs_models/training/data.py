@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, Dataset, TensorDataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 from torchvision.transforms import v2
 
 from client.data.dataset import SiteImageDataset
 from client.data.labels import LabelRow, read_label_file
 from client.data.preprocess import PreprocessConfig
 
-__all__ = ["TransformedImages", "site_rows", "site_us_dataset", "synthetic_dataset", "combine", "dataset_labels"]
+__all__ = ["TransformedImages", "make_loader", "site_rows", "site_us_dataset", "synthetic_dataset", "combine", "dataset_labels"]
 
 
 class TransformedImages(Dataset[tuple[torch.Tensor, int]]):
@@ -87,3 +87,10 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
     if isinstance(dataset, TransformedImages):
         return dataset_labels(dataset.base)
     return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)  # type: ignore[arg-type]
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
+                workers: int = 0) -> DataLoader:
+    """Training (``shuffle=True``: last incomplete batch dropped) or evaluation loader."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
+                      persistent_workers=workers > 0, drop_last=shuffle and len(dataset) > batch_size)  # type: ignore[arg-type]

@@ -32,6 +32,7 @@ from ecs_models.training.data import (
     TransformedImages,
     combine,
     dataset_labels,
+    make_loader,
     site_us_dataset,
     synthetic_dataset,
 )
@@ -109,11 +110,6 @@ def _synthesize(cfg: DictConfig, cohort_dir: Path, centers: list[str], device: t
     return synthetic_dataset(synthetic, mri_labels.tolist()), metrics
 
 
-def _loader(dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None, workers: int = 0) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
-                      persistent_workers=workers > 0, drop_last=shuffle and len(dataset) > batch_size)
-
-
 def _cap_synthetic(synthetic, n_real: int, ratio: float, generator: torch.Generator):
     """At most ``ratio`` synthetic images per real one (random subset)."""
     limit = int(round(ratio * n_real))
@@ -129,7 +125,7 @@ def _evaluate(model: torch.nn.Module, datasets: dict[str, object], size: int, ba
     for name, dataset in datasets.items():
         if len(dataset) == 0:
             continue
-        labels, scores = predict_scores(model, _loader(TransformedImages(dataset, size, train=False), batch, shuffle=False), device)
+        labels, scores = predict_scores(model, make_loader(TransformedImages(dataset, size, train=False), batch, shuffle=False), device)
         results[name] = screening_metrics(labels, scores, threshold)
         pooled_labels.append(labels)
         pooled_scores.append(scores)
@@ -192,7 +188,7 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
     model = DistillationModel(student, teacher)
 
     size, batch = int(tr.img_size), int(tr.batch_size)
-    val_loader = _loader(TransformedImages(val, size, train=False), int(tr.eval_batch_size), shuffle=False)
+    val_loader = make_loader(TransformedImages(val, size, train=False), int(tr.eval_batch_size), shuffle=False)
     selector = CheckpointSelector()
     best: dict = {"state": copy.deepcopy(model.state_dict()), "stage": "init", "epoch": -1}
     history: list[dict] = []
@@ -216,7 +212,7 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
         if stage_cfg.epochs == 0:
             continue
         log(f"  stage {stage}: {len(data)} images, {stage_cfg.epochs} epochs, lr {stage_cfg.lr}")
-        loader = _loader(TransformedImages(data, size, train=True), batch, shuffle=True, generator=generator,
+        loader = make_loader(TransformedImages(data, size, train=True), batch, shuffle=True, generator=generator,
                          workers=int(tr.num_workers))
         train_stage(model, loader, stage_cfg, device=device, labels_for_weights=train_labels,
                     on_epoch_end=on_epoch_end(stage), log=log)

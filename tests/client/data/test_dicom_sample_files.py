@@ -5,14 +5,13 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import data_store  # pydicom-data (dev dependency): missing it must fail, not skip
 import numpy as np
 import pydicom
 import pydicom.data
 import pytest
 
 from client.data.decode import DicomDecodeError, decode_dicom
-
-data_store = pytest.importorskip("data_store", reason="pydicom-data is a dev dependency")
 
 
 def _sample_files() -> list[tuple[str, Path, str]]:
