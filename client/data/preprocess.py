@@ -3,8 +3,14 @@
 Ultrasound (in this order): crop to the chosen tissue region; in-paint burned-in glyphs
 (coloured pixels and thin near-saturated strokes) with the local background; zero pixels
 outside the estimated fan; resample to an isotropic physical pixel size when the spacing is
-known; letterbox to a square and resize. MR: resample / resize only (intensities are
-already normalised by :mod:`client.data.decode`).
+known; cut the square field of view (:func:`square_window`) and resize. MR: resample and
+letterbox only (intensities are already normalised by :mod:`client.data.decode`).
+
+Field of view (``field_of_view``): a transvaginal fan is about twice as wide as it is deep, so
+letterboxing the whole fan (``"fan"``) spends half of the square on black and shrinks the
+uterus. ``"apex"`` (default) keeps the square under the probe instead: side = the image's depth,
+centred on the fan's axis. The uterus lies in the near field under the probe, so only lateral
+fan edges are cut; anatomy is drawn at twice the pixel size for the same output side.
 
 Arrays are float32 in [0, 1]; ``[F, H, W]`` in, ``[F, S, S]`` out (``S = output_size``) or
 ``[F, H', W']`` when ``output_size`` is None.
@@ -23,9 +29,11 @@ from client.data.annotations import detect_annotations, inpaint_background
 from client.data.decode import FRAME_POLICIES, DecodedImage
 from client.data.fan import estimate_fan_mask
 
-__all__ = ["PIPELINE_VERSION", "PreprocessConfig", "PreprocessResult", "preprocess", "preprocess_detailed"]
+__all__ = ["FIELDS_OF_VIEW", "PIPELINE_VERSION", "PreprocessConfig", "PreprocessResult", "preprocess", "preprocess_detailed",
+           "square_window"]
 
 PIPELINE_VERSION = 1  # bump when the pixels produced for the same config change
+FIELDS_OF_VIEW = ("apex", "fan")
 
 
 @dataclass(frozen=True)
@@ -39,7 +47,9 @@ class PreprocessConfig:
         mask_fan: US only, zero the pixels outside the estimated fan.
         remove_annotations: US only, in-paint burned-in text and calipers.
         target_spacing_mm: resample to this isotropic pixel size (mm) when spacing is known.
-        output_size: square output side in pixels (letterboxed, aspect kept); None keeps size.
+        output_size: square output side in pixels (aspect kept); None keeps size.
+        field_of_view: US only, ``"apex"`` (the square under the probe, side = image depth) or
+            ``"fan"`` (the whole image letterboxed); see :func:`square_window`.
     """
 
     frame_policy: str = "middle"
@@ -49,6 +59,7 @@ class PreprocessConfig:
     remove_annotations: bool = True
     target_spacing_mm: float | None = None
     output_size: int | None = 256
+    field_of_view: str = "apex"
 
     def __post_init__(self) -> None:
         if self.frame_policy not in FRAME_POLICIES:
@@ -59,6 +70,8 @@ class PreprocessConfig:
             raise ValueError("target_spacing_mm must be > 0")
         if self.output_size is not None and self.output_size < 8:
             raise ValueError("output_size must be >= 8 pixels")
+        if self.field_of_view not in FIELDS_OF_VIEW:
+            raise ValueError(f"field_of_view {self.field_of_view!r} not in {FIELDS_OF_VIEW}")
 
     def cache_key(self) -> str:
         """Stable 16-hex-digit key of the settings and :data:`PIPELINE_VERSION`."""
@@ -89,13 +102,28 @@ def _resample(frames: np.ndarray, zoom_rows: float, zoom_cols: float) -> np.ndar
     return ndimage.zoom(frames, zoom, order=1, prefilter=False, mode="nearest", grid_mode=True)
 
 
-def _letterbox(frames: np.ndarray, size: int) -> tuple[np.ndarray, float]:
-    """Pad to a centred square with zeros, then resize to ``size``; returns (frames, zoom)."""
-    _, height, width = frames.shape
+def square_window(height: float, width: float, field_of_view: str = "fan") -> tuple[float, float, float]:
+    """The square cut from a ``height x width`` image: ``(top, left, side)``, same units.
+
+    ``"fan"``: the centred square that holds the whole image (letterbox; negative offsets are
+    zero padding). ``"apex"``: for an image wider than deep, the ``height x height`` square
+    centred horizontally (a fan's apex is on its bounding box's vertical centre line); otherwise
+    as ``"fan"``. Offsets are exact halves; pixel callers truncate them with ``int``.
+    """
+    if field_of_view == "apex" and width > height:
+        return 0.0, (width - height) / 2, height
     side = max(height, width)
-    top, left = (side - height) // 2, (side - width) // 2
+    return -(side - height) / 2, -(side - width) / 2, side
+
+
+def _to_square(frames: np.ndarray, size: int, field_of_view: str) -> tuple[np.ndarray, float]:
+    """Cut the :func:`square_window` (zero padded), resize to ``size``; returns (frames, zoom)."""
+    _, height, width = frames.shape
+    top, left, side = (int(v) for v in square_window(height, width, field_of_view))
     square = np.zeros((frames.shape[0], side, side), dtype=np.float32)
-    square[:, top:top + height, left:left + width] = frames
+    rows = slice(max(0, top), min(height, top + side))
+    cols = slice(max(0, left), min(width, left + side))
+    square[:, rows.start - top:rows.stop - top, cols.start - left:cols.stop - left] = frames[:, rows, cols]
     zoom = size / side
     out = _resample(square, zoom, zoom)
     if out.shape[1:] != (size, size):  # rounding guard
@@ -152,7 +180,8 @@ def preprocess_detailed(decoded: DecodedImage, cfg: PreprocessConfig) -> Preproc
         frames = _resample(frames, spacing[0] / cfg.target_spacing_mm, spacing[1] / cfg.target_spacing_mm)
         spacing = (cfg.target_spacing_mm, cfg.target_spacing_mm)
     if cfg.output_size is not None:
-        frames, zoom = _letterbox(frames, cfg.output_size)
+        fov = cfg.field_of_view if decoded.modality == "US" else "fan"
+        frames, zoom = _to_square(frames, cfg.output_size, fov)
         if spacing is not None:
             spacing = (spacing[0] / zoom, spacing[1] / zoom)
     image = np.clip(np.ascontiguousarray(frames, dtype=np.float32), 0.0, 1.0)

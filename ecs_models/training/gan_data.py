@@ -3,12 +3,14 @@
 All pixels go through the DICOM data layer (:mod:`client.data`) and its on-disk cache:
 
 * **US** (:func:`load_center_us`): the data layer's standard pipeline: crop to the tissue
-  region, in-paint burned-in annotations, zero outside the fan, letterbox to ``S x S``.
+  region, in-paint burned-in annotations, zero outside the fan, cut the square field of view
+  (``apex`` by default: the square under the probe) and resize to ``S x S``.
 * **MRI** (:func:`load_center_mri`): decoded and cached at native size, then cut to a
   :class:`VirtualProbe` view so that it resembles what the US pipeline produces: a square
   physical field around the image centre, resampled to ``S x S``, and a standard sector
-  mask (apex at the top) laid out exactly as a letterboxed US fan. By default the field is
-  as wide as the sector, so MR and US share one physical scale (mm per pixel).
+  mask (apex at the top) laid out exactly as the US pipeline lays out a fan for the same field
+  of view. By default the field is as large as the US square, so MR and US share one physical
+  scale (mm per pixel).
 
   Assumption: the MR field of view is centred near the uterus. True for the synthetic cohort
   (centre jitter ~8 mm) and for typical pelvic T2 sagittal protocols, but not guaranteed for
@@ -40,6 +42,7 @@ from client.data import (
     read_label_file,
 )
 from client.data.dataset import SiteImageDataset
+from client.data.preprocess import FIELDS_OF_VIEW, square_window
 
 __all__ = [
     "GanImages",
@@ -76,14 +79,22 @@ class GanImages:
 class VirtualProbe:
     """A US-like view of an MR slice: square physical field + standard sector mask.
 
-    The sector (micro-convex, apex at the top) is placed as the US pipeline places a fan:
-    its bounding box spans the field's width and is centred vertically (letterbox).
+    The sector (micro-convex, apex at the top) is placed as the US pipeline places a fan of the
+    same geometry for ``field_of_view`` (:func:`client.data.preprocess.square_window`):
+    ``"apex"`` keeps the square under the probe (side = the sector's depth, its lateral edges
+    cut), ``"fan"`` letterboxes the whole sector (its bounding box spans the field's width and
+    is centred vertically).
     """
 
     sector_angle_deg: float = 130.0  # full opening angle of the fan
     apex_radius_mm: float = 10.0  # the fan starts this far from its apex (probe radius)
     depth_mm: float = 72.0  # imaging depth below the probe face
-    field_mm: float | None = None  # side of the square field; None = the sector's width
+    field_mm: float | None = None  # side of the square field; None = the US square's side
+    field_of_view: str = "apex"  # as the data layer's PreprocessConfig.field_of_view
+
+    def __post_init__(self) -> None:
+        if self.field_of_view not in FIELDS_OF_VIEW:
+            raise ValueError(f"field_of_view {self.field_of_view!r} not in {FIELDS_OF_VIEW}")
 
     @property
     def sector_width_mm(self) -> float:
@@ -92,22 +103,29 @@ class VirtualProbe:
         return 2 * (self.apex_radius_mm + self.depth_mm) * math.sin(min(half, math.pi / 2))
 
     @property
+    def sector_height_mm(self) -> float:
+        """Height of the sector's bounding box (mm): from the inner arc's ends to the far arc."""
+        half = math.radians(self.sector_angle_deg) / 2
+        return self.apex_radius_mm + self.depth_mm - self.apex_radius_mm * math.cos(half)
+
+    @property
     def field_side_mm(self) -> float:
         """Side of the square field (mm)."""
-        return self.field_mm if self.field_mm is not None else self.sector_width_mm
+        if self.field_mm is not None:
+            return self.field_mm
+        return square_window(self.sector_height_mm, self.sector_width_mm, self.field_of_view)[2]
 
     def sector_mask(self, size: int) -> np.ndarray:
-        """bool ``[size, size]``: the sector, laid out as a letterboxed US fan."""
+        """bool ``[size, size]``: the sector, laid out as the US pipeline lays out a fan (its
+        square window always fills the output, whatever ``field_mm`` is)."""
         half = math.radians(self.sector_angle_deg) / 2
-        r_max = self.apex_radius_mm + self.depth_mm
-        field = self.field_side_mm
-        scale = field / max(self.sector_width_mm, field)  # a wider field leaves side margins
-        height = (r_max - self.apex_radius_mm * math.cos(half)) * scale / field  # of the field
-        apex_row = (1 - height) / 2 - self.apex_radius_mm * math.cos(half) * scale / field
-        centres = (np.arange(size, dtype=np.float64) + 0.5) / size
-        rows, cols = np.meshgrid(centres, centres, indexing="ij")
-        dy, dx = (rows - apex_row) * field / scale, (cols - 0.5) * field / scale  # mm, sector scale
+        top, left, side = square_window(self.sector_height_mm, self.sector_width_mm, self.field_of_view)
+        apex_y = -self.apex_radius_mm * math.cos(half) - top  # mm below the window's top edge
+        apex_x = self.sector_width_mm / 2 - left
+        centres = (np.arange(size, dtype=np.float64) + 0.5) * side / size  # mm in the window
+        dy, dx = np.meshgrid(centres - apex_y, centres - apex_x, indexing="ij")
         radius, angle = np.hypot(dx, dy), np.arctan2(dx, dy)
+        r_max = self.apex_radius_mm + self.depth_mm
         return (radius >= self.apex_radius_mm) & (radius <= r_max) & (np.abs(angle) <= half)
 
     def view(self, image: np.ndarray, spacing_mm: tuple[float, float] | None, size: int) -> np.ndarray:
@@ -224,17 +242,15 @@ class PairedRenders:
         return int(self.us.shape[0])
 
 
-def _letterbox_sample(image: np.ndarray, size: int, order: int) -> np.ndarray:
-    """Like the data layer's letterbox: zero-pad to a centred square, resample to ``size``."""
+def _square_sample(image: np.ndarray, size: int, order: int, field_of_view: str) -> np.ndarray:
+    """Like the data layer's square cut (:func:`square_window`, zero padded), resampled to ``size``."""
     height, width = image.shape
-    side = max(height, width)
+    top, left, side = (int(v) for v in square_window(height, width, field_of_view))
     zoom = size / side
     if order > 0 and zoom < 1:
         image = ndimage.gaussian_filter(image.astype(np.float32), (1.0 / zoom - 1.0) / 2.0, mode="nearest")
     centres = (np.arange(size, dtype=np.float64) + 0.5) / zoom - 0.5
-    rows = centres - (side - height) // 2
-    cols = centres - (side - width) // 2
-    grid = np.meshgrid(rows, cols, indexing="ij")
+    grid = np.meshgrid(centres + top, centres + left, indexing="ij")
     if order == 0:
         grid = [np.rint(g) for g in grid]
     return ndimage.map_coordinates(image, grid, order=order, mode="constant", cval=0)
@@ -247,22 +263,24 @@ def load_paired_renders(center_dir: str | Path, *, image_size: int, cache_dir: s
     s = image_size
     mri, us, tissue, fan, labels, patients = [], [], [], [], [], []
     cache = PreprocessedCache(cache_dir) if cache_dir is not None else None
+    us_cfg = PreprocessConfig(output_size=s)
+    fov = us_cfg.field_of_view
     if index.is_file():
         with index.open(newline="") as stream:
             records = list(csv.DictReader(stream))
         for record in records:
-            us_file = load_preprocessed(center_dir / record["us_file"], PreprocessConfig(output_size=s), cache)
+            us_file = load_preprocessed(center_dir / record["us_file"], us_cfg, cache)
             mr_file = load_preprocessed(center_dir / record["mr_file"], PreprocessConfig(output_size=None), cache)
             with np.load(center_dir / record["tissue_file"]) as npz:
                 tissue_full, fan_full = npz["tissue"], npz["fan"]
             region = us_file.meta.get("region")
             x0, y0, x1, y1 = region if region else (0, 0, tissue_full.shape[1] - 1, tissue_full.shape[0] - 1)
             crop = (slice(y0, y1 + 1), slice(x0, x1 + 1))
-            fan_s = _letterbox_sample(fan_full[crop].astype(np.uint8), s, order=0).astype(bool)
-            mr_s = np.clip(_letterbox_sample(mr_file.image[0][crop], s, order=1), 0, 1) * fan_s
+            fan_s = _square_sample(fan_full[crop].astype(np.uint8), s, 0, fov).astype(bool)
+            mr_s = np.clip(_square_sample(mr_file.image[0][crop], s, 1, fov), 0, 1) * fan_s
             mri.append(mr_s)
             us.append(us_file.image[0])
-            tissue.append(_letterbox_sample(tissue_full[crop], s, order=0).astype(np.uint8))
+            tissue.append(_square_sample(tissue_full[crop], s, 0, fov).astype(np.uint8))
             fan.append(fan_s)
             labels.append(int(record["label"]))
             patients.append(record["patient_id"])

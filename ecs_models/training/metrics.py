@@ -77,6 +77,12 @@ class CheckpointSelector:
     """The paper's rule: keep the best validation sensitivity until it reaches the target, then
     the best specificity among checkpoints whose sensitivity is at least the target.
     Ties go to the higher AUC.
+
+    Our runs offer each checkpoint's metrics at *its own* validation operating point
+    (:func:`choose_threshold`), not at 0.5: on 5-15 % prevalence an unweighted stage-A model
+    scores every case below 0.5, so at 0.5 every later epoch has sensitivity 0 and the rule
+    would keep an early, untrained one. At the operating point the rule becomes "best
+    specificity at >= 95 % sensitivity", the quantity the screening threshold is later set by.
     """
 
     target_sensitivity: float = TARGET_SENSITIVITY

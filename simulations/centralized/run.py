@@ -3,7 +3,8 @@
 Steps: make or reuse the cohort; real ultrasound datasets per split; optionally train an
 SG-CycleGAN on the training centers' MRI + ultrasound and synthesize labelled ultrasound from
 their MRI; stage A (real + synthetic) and stage B (real, class-weighted) with the paper's
-checkpoint rule on validation data; an operating point chosen on validation data; evaluation on
+checkpoint rule on validation data (at each epoch's validation operating point, see
+:class:`~ecs_models.training.metrics.CheckpointSelector`); an operating point chosen on validation data; evaluation on
 every training center's internal test split and on the held-out centers; the exported student.
 
 Everything here is plain PyTorch over ``ecs_models.training``: the federated client calls the
@@ -196,7 +197,7 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
     def on_epoch_end(stage: str) -> Callable[[int, dict], None]:
         def callback(epoch: int, parts: dict) -> None:
             labels, scores = predict_scores(model.student, val_loader, device)
-            m = screening_metrics(labels, scores, 0.5)
+            m = screening_metrics(labels, scores, choose_threshold(labels, scores))  # at the operating point
             chosen = selector.update(len(history), m["sensitivity"], m["specificity"], m["auc"])
             history.append({"stage": stage, "epoch": epoch, **parts, **{f"val_{k}": m[k] for k in ("sensitivity", "specificity", "auc")}})
             log(f"    val: sens={m['sensitivity']:.3f} spec={m['specificity']:.3f} auc={m['auc']:.3f}{'  (kept)' if chosen else ''}")

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from client.data.decode import DecodedImage
+from client.data.preprocess import PreprocessConfig, preprocess
 from ecs_models.training.gan_data import (
     VirtualProbe,
     load_center_mri,
@@ -96,7 +98,7 @@ def test_structure_metrics_perfect_for_the_true_render() -> None:
 
 
 def test_virtual_probe_mask_matches_the_letterboxed_fan_layout() -> None:
-    probe = VirtualProbe()
+    probe = VirtualProbe(field_of_view="fan")
     mask = probe.sector_mask(128)
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
@@ -105,6 +107,27 @@ def test_virtual_probe_mask_matches_the_letterboxed_fan_layout() -> None:
     assert 0.25 < mask.mean() < 0.45
     view = probe.view(np.ones((100, 100), np.float32), (2.0, 2.0), 64)  # 200 mm field covers it all
     np.testing.assert_array_equal(view > 0.99, probe.sector_mask(64))
+
+
+def test_virtual_probe_apex_layout_matches_the_data_layer() -> None:
+    """A rendered fan through the US pipeline (apex square) and the probe's mask agree."""
+    probe = VirtualProbe()  # apex, the data layer's default
+    assert probe.field_side_mm == pytest.approx(probe.sector_height_mm)
+    px = 0.25  # mm per pixel of the rendered fan's bounding box
+    height, width = round(probe.sector_height_mm / px), round(probe.sector_width_mm / px)
+    ys, xs = np.meshgrid((np.arange(height) + 0.5) * px, (np.arange(width) + 0.5) * px, indexing="ij")
+    half = np.radians(probe.sector_angle_deg) / 2
+    dy, dx = ys + probe.apex_radius_mm * np.cos(half), xs - probe.sector_width_mm / 2
+    radius, angle = np.hypot(dx, dy), np.arctan2(dx, dy)
+    fan = (radius >= probe.apex_radius_mm) & (radius <= probe.apex_radius_mm + probe.depth_mm) & (np.abs(angle) <= half)
+    frames = fan[None].astype(np.float32) * 0.8
+    decoded = DecodedImage(frames=frames, color_deviation=None, frame_indices=(0,), n_frames_total=1, rows=height,
+                           cols=width, modality="US", photometric="MONOCHROME2", transfer_syntax="1.2.840.10008.1.2.1",
+                           samples_per_pixel=1, bits_stored=8, spacing_mm=(px, px), region=None)
+    us = preprocess(decoded, PreprocessConfig(output_size=64, mask_fan=False, remove_annotations=False))[0]
+    mask = probe.sector_mask(64)
+    assert mask[0].sum() < mask[-1].sum() and mask[:, 0].any()  # apex at the top, lateral edges cut
+    assert np.mean((us > 0.4) != mask) < 0.02  # the same layout, up to edge pixels
 
 
 def test_gan_data_helpers_on_a_tiny_cohort(tiny_cohort: Path, tmp_path: Path) -> None:
@@ -116,7 +139,9 @@ def test_gan_data_helpers_on_a_tiny_cohort(tiny_cohort: Path, tmp_path: Path) ->
         assert images.images.dtype == torch.float32
         assert images.images.min() >= -1 and images.images.max() <= 1 and images.images.max() > 0
         assert len(images.labels) == len(images.patient_ids) == len(images)
-    assert (mri.images == -1).float().mean() > 0.4  # the sector mask blanks the corners
+    outside = torch.from_numpy(~VirtualProbe().sector_mask(32))
+    assert outside[0].any() and outside[:, 0].any()  # the top corners around the apex
+    assert (mri.images[:, 0][:, outside] == -1).all()  # the sector mask blanks them
     again = load_center_mri(tiny_cohort / "university", image_size=32, cache_dir=cache)  # from cache
     torch.testing.assert_close(again.images, mri.images)
     no_mri = load_center_mri(tiny_cohort / "clinic", image_size=32, cache_dir=cache)

@@ -11,7 +11,7 @@ import pytest
 from client.data.annotations import color_deviation, detect_annotations
 from client.data.decode import decode_dicom
 from client.data.fan import estimate_fan_mask
-from client.data.preprocess import PreprocessConfig, preprocess, preprocess_detailed
+from client.data.preprocess import PreprocessConfig, preprocess, preprocess_detailed, square_window
 
 RAW = PreprocessConfig(output_size=None, crop_to_region=False)
 
@@ -66,19 +66,31 @@ def test_coloured_caliper_removed_in_tinted_image(write_dicom: Callable[..., Pat
     assert out[yellow].max() < 0.6
 
 
-def test_crop_to_region_and_letterbox(write_dicom: Callable[..., Path]) -> None:
+def test_crop_to_region_then_apex_or_letterbox(write_dicom: Callable[..., Path]) -> None:
     pixels = np.zeros((100, 200), dtype=np.uint8)
     pixels[20:80, 50:150] = 120
+    pixels[20:80, 50:70] = 240  # the region's left edge: outside the apex square
     region = {"delta_cm": 0.02, "x0": 50, "y0": 20, "x1": 149, "y1": 79}
     decoded = decode_dicom(write_dicom("crop.dcm", pixels, region=region))
-    cfg = PreprocessConfig(output_size=None, mask_fan=False, remove_annotations=False)
-    cropped = preprocess(decoded, cfg)
-    assert cropped.shape == (1, 60, 100) and np.allclose(cropped, 120 / 255)
-    result = preprocess_detailed(decoded, PreprocessConfig(output_size=50, mask_fan=False,
-                                                           remove_annotations=False))
-    assert result.image.shape == (1, 50, 50) and result.image.dtype == np.float32
-    assert result.image[:, :8].max() == 0.0 and result.image[:, 25].min() > 0.4  # letterboxed
-    assert result.spacing_mm == pytest.approx((0.4, 0.4))  # 0.2 mm * 100/50
+    raw = {"mask_fan": False, "remove_annotations": False}
+    cropped = preprocess(decoded, PreprocessConfig(output_size=None, **raw))
+    assert cropped.shape == (1, 60, 100) and np.allclose(cropped[:, :, 20:], 120 / 255)
+    fan = preprocess_detailed(decoded, PreprocessConfig(output_size=50, field_of_view="fan", **raw))
+    assert fan.image.shape == (1, 50, 50) and fan.image.dtype == np.float32
+    assert fan.image[:, :8].max() == 0.0 and fan.image[:, 25].min() > 0.4  # letterboxed
+    assert fan.image[:, 25, :5].min() > 0.8  # the bright edge is kept
+    assert fan.spacing_mm == pytest.approx((0.4, 0.4))  # 0.2 mm * 100/50
+    apex = preprocess_detailed(decoded, PreprocessConfig(output_size=50, **raw))  # the default
+    assert apex.image.shape == (1, 50, 50) and np.allclose(apex.image, 120 / 255, atol=0.01)  # all tissue
+    assert apex.spacing_mm == pytest.approx((0.24, 0.24))  # 0.2 mm * 60/50
+
+
+def test_square_window() -> None:
+    assert square_window(60, 100, "apex") == (0, 20, 60)  # depth x depth under the apex
+    assert square_window(60, 100, "fan") == (-20, 0, 100)  # padded above and below
+    assert square_window(100, 60, "apex") == square_window(100, 60, "fan") == (0, -20, 100)
+    with pytest.raises(ValueError, match="field_of_view"):
+        PreprocessConfig(field_of_view="wide")
 
 
 def test_resample_to_target_spacing(write_dicom: Callable[..., Path]) -> None:
