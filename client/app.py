@@ -13,7 +13,8 @@ The same app runs behind a hospital's SuperNode (node config ``data-dir``, ``cen
 | evaluate | ``evaluate`` | ArrayRecord ``arrays``, ``split``, ``threshold`` | MetricRecord: confusion + histograms |
 
 Train and evaluate replies carry only model arrays and aggregate metrics, always with
-``num-examples``. An exception becomes an error reply (Flower's), which the server logs and
+``num-examples``; train replies also carry timings (``train-seconds``: the local optimisation
+loop; ``client-seconds``: the whole handler, arrays in to reply built). An exception becomes an error reply (Flower's), which the server logs and
 leaves out of the round.
 
 Simulated transient failures (simulation only): the run config's ``faults`` is a JSON object
@@ -71,6 +72,7 @@ def train(msg: Message, context: Context) -> Message:
     """Phases ``gan``, ``stage_a``, ``stage_b``: local training from the global arrays."""
     site, params = _site(context), _params(msg)
     _inject_faults(site, params, context)
+    started = time.perf_counter()
     state = msg.content["arrays"].to_torch_state_dict()
     if params["phase"] == "gan":
         arrays, metrics = task.train_gan_round(site, state, params)
@@ -78,7 +80,9 @@ def train(msg: Message, context: Context) -> Message:
         arrays, metrics = task.train_classifier_round(site, state, params)
     else:
         raise ValueError(f"unknown train phase {params['phase']!r}")
-    return _reply(msg, arrays, metrics)
+    reply = _reply(msg, arrays, metrics)
+    reply.content["metrics"]["client-seconds"] = time.perf_counter() - started  # handler: arrays in, work, arrays out
+    return reply
 
 
 @app.evaluate()

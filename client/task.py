@@ -19,6 +19,9 @@ Phases (``params["phase"]``):
   round's local epochs; stage A on real + synthetic, stage B on real US with class weights.
   Within a round ``train_stage`` applies its warm-up + cosine schedule to the round's steps; the
   server sets each round's peak learning rate.
+* Train replies report ``train-seconds`` (the local optimisation loop alone) next to
+  ``seconds`` (the whole round at the site: model, data, training); ``benchmarks/bench_federated.py``
+  compares them with the server's round time.
 * ``evaluate``: scores of the requested split -> confusion matrix at the server's threshold and
   per-class score histograms (:mod:`ecs_models.training.binned_metrics`); never per-patient
   scores.
@@ -232,10 +235,12 @@ def train_gan_round(site: Site, global_state: State, params: Mapping) -> tuple[S
     _position_schedule(trainer, (int(params["phase-round"]) - 1) * steps)
     mri_loader = make_loader(mri.images, batch, shuffle=True, generator=generator)
     us_loader = make_loader(us.images, batch, shuffle=True, generator=generator)
+    started = time.perf_counter()
     with proximal_term(model, float(params.get("proximal-mu", 0.0))):
         metrics = train_gan(trainer, mri_loader, us_loader, steps=steps)
     metrics = {k: float(v) for k, v in metrics.items()}
-    metrics.update({"num-examples": float(len(mri) + len(us)), "unit-weight": 1.0})
+    metrics.update({"num-examples": float(len(mri) + len(us)), "unit-weight": 1.0,
+                    "train-seconds": time.perf_counter() - started})
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, metrics
 
 
@@ -303,15 +308,17 @@ def train_classifier_round(site: Site, global_state: State, params: Mapping) -> 
                         max_steps_per_epoch=max_steps)
     loader = make_loader(TransformedImages(data, size, train=True), batch, shuffle=True, generator=generator)
     device = resolve_device(str(params.get("device", "cpu")))
+    train_start = time.perf_counter()
     with proximal_term(model, float(params.get("proximal-mu", 0.0))):
         history = train_stage(model, loader, stage, device=device, labels_for_weights=dataset_labels(real), log=lambda _m: None)
+    train_seconds = time.perf_counter() - train_start
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     shared, local = split_norm(state, keys)
     if fedbn:
         store.save("norm", local)
     metrics = {f"train-{k}": float(v) for k, v in (history[-1] if history else {}).items()}
     metrics.update({"num-examples": float(len(data)), "unit-weight": 1.0, "synthetic-images": float(n_synthetic),
-                    "seconds": time.perf_counter() - start})
+                    "seconds": time.perf_counter() - start, "train-seconds": train_seconds})
     return shared, metrics
 
 

@@ -12,7 +12,8 @@ Order of a run (each phase is one ``Strategy.start`` of Flower's strategy, wrapp
 2. **Stage A** (real + synthetic US) and 3. **stage B** (real US, class-weighted), teacher +
    LSNet distillation; after every round the training sites validate (histograms), and the
    paper's checkpoint rule (:class:`~ecs_models.training.metrics.CheckpointSelector`) on the
-   pooled validation metrics selects the round whose model is kept.
+   pooled validation histograms, at each round's own operating point, selects the round whose
+   model is kept.
 4. **Final evaluation** of the selected model: every training site on its internal test split,
    every held-out center on all its images; the operating point is chosen on the pooled
    validation histograms of the selected round (sensitivity >= 0.95 first).
@@ -234,7 +235,8 @@ class _Run:
         if report.phase != "gan" and report.val_pooled:
             selector = CheckpointSelector()
             selector.load_state_dict(self.state["selector"])
-            p = report.val_pooled
+            neg, pos = (np.asarray(report.val_histograms[k]) for k in ("neg", "pos"))
+            p = binned_metrics(neg, pos, binned_threshold(neg, pos))  # at this round's operating point
             selected = selector.update(report.global_round, p["sensitivity"], p["specificity"], p["auc"])
             self.state["selector"] = selector.state_dict()
             if selected:

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 __all__ = ["RunStore", "versions"]
 
 # keys a resumed run may change: how it is launched, not what it trains
-_NOT_COMPARED = ("resume", "debug", "federation", "run_id", "expected_sites")
+_NOT_COMPARED = ("resume", "debug", "federation", "run_id", "expected_sites", "seeds", "compare")
 
 
 def versions() -> dict[str, str]:

@@ -72,7 +72,11 @@ class RoundReport:
     val_pooled: dict[str, float] = field(default_factory=dict)
     val_histograms: dict[str, list[int]] = field(default_factory=dict)  # pooled "neg" / "pos"
     update_norms: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole round: train step + per-round validation
+    train_seconds: float = 0.0  # train step: configure_train -> replies -> aggregate_train done
+    evaluate_seconds: float = 0.0  # validation step: configure_evaluate -> aggregate_evaluate done
+    sent_bytes: int = 0  # serialized arrays of the train message sent to each sampled site
+    reply_bytes: dict[str, int] = field(default_factory=dict)  # center -> serialized arrays of its train reply
     started: float = 0.0
 
     def to_json(self) -> dict:
@@ -172,6 +176,7 @@ class SiteAwareStrategy(Strategy):
         self.failed_rounds = 0
         self._sent: dict[str, np.ndarray] | None = None
         self._report: RoundReport | None = None
+        self._evaluate_started: float | None = None
 
     # -- helpers -------------------------------------------------------------------------
     def _round(self, server_round: int) -> int:
@@ -199,6 +204,7 @@ class SiteAwareStrategy(Strategy):
             for key, value in self.round_config(report.round).items():
                 config[key] = value
         self._sent = {k: v.numpy() for k, v in arrays.items()}
+        report.sent_bytes = arrays.count_bytes()
         messages = list(self.inner.configure_train(report.round, arrays, config, _NodeSubsetGrid(grid, self.train_nodes)))
         report.sampled = sorted(self._center(m.metadata.dst_node_id) for m in messages)
         return messages
@@ -219,6 +225,7 @@ class SiteAwareStrategy(Strategy):
             else:
                 ok.append((msg.metadata.src_node_id, center, msg.content))
                 by_node[msg.metadata.src_node_id] = msg
+                report.reply_bytes[center] = sum(record.count_bytes() for record in msg.content.array_records.values())
         accepted, rejections, norms = validate_train_replies(
             ok, self._sent, weight_key=self.inner.weighted_by_key, outlier_factor=self.outlier_factor)
         for rejection in rejections:
@@ -235,6 +242,7 @@ class SiteAwareStrategy(Strategy):
             self.failed_rounds += 1
             logger.warning("round %d: %d valid replies < k=%d: round void, global model kept (%d/%d void rounds in a row)",
                            report.global_round, len(accepted_msgs), self.min_train_replies, self.failed_rounds, self.max_failed_rounds)
+            report.train_seconds = time.perf_counter() - report.started
             if self.failed_rounds > self.max_failed_rounds:
                 raise TooManyFailedRounds(
                     f"{self.failed_rounds} consecutive rounds of phase {self.phase} had fewer than {self.min_train_replies} "
@@ -252,12 +260,14 @@ class SiteAwareStrategy(Strategy):
         report.aggregated = arrays is not None
         if metrics is not None:
             report.train_pooled = {k: float(v) for k, v in metrics.items() if not isinstance(v, list)}
+        report.train_seconds = time.perf_counter() - report.started
         return arrays, metrics
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         if not self.eval_nodes:
             return []
         report = self._report or self._new_report(server_round)
+        self._evaluate_started = time.perf_counter()
         config["phase"] = "evaluate"
         config["split"] = "val"
         config["threshold"] = self.threshold
@@ -266,6 +276,14 @@ class SiteAwareStrategy(Strategy):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         report = self._report or self._new_report(server_round)
+        started, self._evaluate_started = self._evaluate_started, None
+        try:
+            return self._aggregate_evaluate(report, replies)
+        finally:
+            if started is not None:
+                report.evaluate_seconds = time.perf_counter() - started
+
+    def _aggregate_evaluate(self, report: RoundReport, replies: Iterable[Message]) -> MetricRecord | None:
         neg = pos = None
         confusion = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
         for msg in sorted(replies, key=lambda m: self._center(m.metadata.src_node_id)):

@@ -13,6 +13,9 @@
    timeout or Ctrl-C; ``processes.json`` lists them.
 5. Prints the summary table (``summary.md``) from the run directory; exits non-zero if the run
    did not complete (its ``metrics.json`` is missing).
+
+``experiment=compare`` (a config with a ``compare`` node) instead runs many such runs and
+centralized baselines and writes one table: :mod:`simulations.federated.compare`.
 """
 
 from __future__ import annotations
@@ -56,8 +59,12 @@ def write_run_config(path: Path, values: dict[str, object]) -> Path:
     return path
 
 
-def simulate(cfg: DictConfig, cli_overrides: list[str], log=_log) -> int:  # noqa: ANN001
-    """Run the experiment ``cfg``; returns the process exit code."""
+def simulate(cfg: DictConfig, cli_overrides: list[str], log=_log, experiment: str | None = None) -> int:  # noqa: ANN001
+    """Run the experiment ``cfg``; returns the process exit code.
+
+    ``cli_overrides`` are the Hydra overrides ``cfg`` was composed with (the ServerApp composes
+    ``experiment`` + them again); ``experiment`` defaults to the Hydra app's own choice.
+    """
     run_dir = Path(str(cfg.run_dir)).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     cohort_dir = ensure_cohort(cfg, log).resolve()
@@ -69,7 +76,7 @@ def simulate(cfg: DictConfig, cli_overrides: list[str], log=_log) -> int:  # noq
     overrides = [o for o in cli_overrides if o.split("=", 1)[0].lstrip("+~") not in _SET_BY_US and not o.startswith("experiment=")]
     overrides += [f"held_out_centers=[{','.join(held_out)}]", f"expected_sites={n_nodes}"]
     run_config = {
-        "experiment": str(HydraConfig.get().runtime.choices.get("experiment") or "smoke"),
+        "experiment": experiment or str(HydraConfig.get().runtime.choices.get("experiment") or "smoke"),
         "overrides": " ".join(overrides),
         "run-dir": str(run_dir),
         "resume": bool(cfg.resume),
@@ -109,7 +116,12 @@ def _terminate(signum: int, _frame: object) -> None:
 def _main(cfg: DictConfig) -> None:
     signal.signal(signal.SIGTERM, _terminate)  # stop everything as on Ctrl-C
     try:
-        code = simulate(cfg, list(HydraConfig.get().overrides.task))
+        if cfg.get("compare") is not None:  # experiment=compare: many runs, one table
+            from simulations.federated.compare import run_compare
+
+            code = run_compare(cfg, list(HydraConfig.get().overrides.task), _log)
+        else:
+            code = simulate(cfg, list(HydraConfig.get().overrides.task))
     except KeyboardInterrupt:
         _log("[ecs-simulate] interrupted; every process it started was stopped")
         code = 130

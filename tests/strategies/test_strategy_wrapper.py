@@ -132,3 +132,21 @@ def test_validation_rejects_mismatched_keys() -> None:
                           "metrics": MetricRecord({"num-examples": 1.0})})
     accepted, rejections, _ = validate_train_replies([(1, "a", content)], GLOBAL)
     assert accepted == [] and "keys differ" in rejections[0].reason
+
+
+def test_round_report_times_the_train_and_validation_steps_and_counts_bytes() -> None:
+    strategy = _strategy()
+    _configure(strategy)
+    report = strategy._report
+    global_bytes = ArrayRecord({k: Array(v) for k, v in GLOBAL.items()}).count_bytes()
+    assert report.sent_bytes == global_bytes
+    strategy.aggregate_train(1, [train_reply(11, _update(1.0)), train_reply(12, _update(2.0)), error_reply(13)])
+    assert report.reply_bytes == {"alpha": global_bytes, "beta": global_bytes}  # same keys, shapes, dtypes
+    assert report.train_seconds > 0 and report.evaluate_seconds == 0
+    record = ArrayRecord({k: Array(v) for k, v in GLOBAL.items()})
+    list(strategy.configure_evaluate(1, record, ConfigRecord({}), FakeGrid(list(CENTERS))))
+    strategy.aggregate_evaluate(1, [eval_reply(11, np.array([0, 1]), np.array([0.2, 0.9]))])
+    assert report.evaluate_seconds > 0
+    strategy.evaluate_fn(1, record)
+    assert report.seconds >= report.train_seconds + report.evaluate_seconds
+    assert {"train_seconds", "evaluate_seconds", "sent_bytes", "reply_bytes"} <= set(report.to_json())

@@ -1,0 +1,313 @@
+"""Federation cost: wall time, time outside local training, bytes per site, deployment vs simulation.
+
+Runs a federated experiment with ``ecs-simulate`` (Flower's Simulation Runtime) and takes every
+figure from its run directory (``rounds.jsonl``, ``metrics.json``):
+
+(a) wall time of the experiment, end to end (the ``ecs-simulate`` command: SuperLink, Ray, run,
+    stop) and of the ServerApp, by phase;
+(b) per round, the share of the train step's wall time spent outside local training: the
+    server's train step (send the global arrays -> sites train -> replies -> aggregation)
+    against the slowest site's ``train-seconds`` (its local optimisation loop, reported in its
+    reply). Also shown: against a critical path that accounts for sites queueing for CPU slots
+    (``max(max_i t_i, sum_i t_i / slots)``), the sites' whole handler time (``client-seconds``:
+    arrays in, model and data set-up, training, arrays out) and the whole round with validation;
+(c) bytes each site sends per round (serialized arrays of its train reply,
+    ``ArrayRecord.count_bytes``) against the model's parameter bytes;
+(d) the smoke experiment on the Deployment Runtime (a local insecure SuperLink + one SuperNode
+    per center, ``flwr run`` against it, every process stopped by PID) vs the Simulation
+    Runtime: wall time of each.
+
+    python benchmarks/bench_federated.py                          # smoke: (a)-(d), a few minutes on 2 cores
+    python benchmarks/bench_federated.py --experiment quick       # the issue's figure (tens of minutes), + smoke (d)
+    python benchmarks/bench_federated.py --experiment quick --no-deployment
+    python benchmarks/bench_federated.py --analyse runs/federated/quick/manual   # (b), (c) of an existing run only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {"HF_HUB_OFFLINE": "1", "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+       "PYTHONUNBUFFERED": "1"}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", default="smoke", help="federated experiment for (a)-(c) (default: smoke)")
+    parser.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides for every run")
+    parser.add_argument("--home", type=Path, default=Path(os.environ.get("ECS_HOME", REPO)),
+                        help="ECS_HOME: cohorts, cache and runs (default: $ECS_HOME or the repository)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run folders of this benchmark (default: <home>/runs/bench/federated/<experiment>-<time>)")
+    parser.add_argument("--no-deployment", action="store_true", help="skip (d), the Deployment Runtime run")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per run (default 3600)")
+    parser.add_argument("--analyse", type=Path, default=None, help="only print (b) and (c) of this existing run folder")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    return parser.parse_args()
+
+
+# -- runs --------------------------------------------------------------------------------------
+def _echo(line: str) -> None:
+    """Progress: the ecs-simulate lines and one line per round (not the per-center lines)."""
+    if "[ecs-simulate]" in line or ("[ecs] " in line and "(round" in line) or "final evaluation" in line:
+        print("   ", line[line.index("["):] if "[" in line else line, flush=True)
+
+
+def _stream(command: list[str], env: dict[str, str], log_path: Path, timeout: float) -> int:
+    """Run ``command``, its output to ``log_path`` (progress echoed); SIGTERM after ``timeout``.
+
+    ``ecs-simulate`` stops everything it started on SIGTERM; ``flwr run`` only streams.
+    """
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        timer = threading.Timer(timeout, process.terminate)
+        timer.start()
+        try:
+            assert process.stdout is not None
+            for line in iter(process.stdout.readline, ""):
+                log.write(line)
+                _echo(line.rstrip("\n"))
+            return process.wait()
+        finally:
+            timer.cancel()
+
+
+def run_simulation(experiment: str, overrides: list[str], home: Path, run_dir: Path, timeout: float) -> dict:
+    env = {**os.environ, **ENV, "ECS_HOME": str(home)}
+    command = [str(BIN / "ecs-simulate"), f"experiment={experiment}", f"run_dir={run_dir}", *overrides]
+    print(f"  $ ECS_HOME={home} ecs-simulate {' '.join(command[1:])}", flush=True)
+    start = time.perf_counter()
+    code = _stream(command, env, run_dir.parent / f"{run_dir.name}.log", timeout)
+    return {"runtime": "simulation", "exit_code": code, "wall_s": time.perf_counter() - start, "run_dir": str(run_dir)}
+
+
+def run_deployment(cfg, overrides: list[str], home: Path, run_dir: Path, timeout: float) -> dict:  # noqa: ANN001
+    """The experiment on a loopback Deployment Runtime: SuperLink + one SuperNode per center."""
+    from simulations.federated.cli import write_run_config
+    from simulations.federated.loopback import LoopbackFederation
+
+    cohort_dir = Path(str(cfg.cohort_dir)).resolve()
+    summary = json.loads((cohort_dir / "cohort.json").read_text())
+    centers = sorted(c["name"] for c in summary["centers"])
+    cache = Path(str(cfg.paths.cache)).resolve()
+    work = run_dir.parent / f"{run_dir.name}-federation"
+    work.mkdir(parents=True, exist_ok=True)
+    # one hospital = one process tree with the CPUs a virtual SuperNode gets in the simulation (Ray
+    # sets OMP_NUM_THREADS = num_cpus for its actors); torch's default (all cores) in 5 concurrent
+    # ClientApp processes on 2 cores spins threads against each other (measured: ~20x slower steps)
+    threads = str(int(cfg.federation.client_num_cpus))
+    fed = LoopbackFederation.create(work, connection="bench", extra_env={**ENV, "ECS_HOME": str(home), "OMP_NUM_THREADS": threads})
+    result = {"runtime": "deployment", "run_dir": str(run_dir), "sites": len(centers)}
+    start = time.perf_counter()
+    try:
+        fed.start_superlink(database=False)  # in-memory state: the SQLite file hit 'database is locked' under load
+        for center in centers:
+            fed.start_supernode(center, {"data-dir": cohort_dir / center, "center": center, "cache-dir": cache})
+        fed.wait_online(len(centers), timeout=120)
+        result["startup_s"] = time.perf_counter() - start
+        print(f"  SuperLink (insecure, in-memory state, 127.0.0.1:{fed.port}) + {len(centers)} SuperNodes "
+              f"(OMP_NUM_THREADS={threads}) online in {result['startup_s']:.1f} s", flush=True)
+        run_overrides = [*overrides, f"held_out_centers=[{','.join(summary['held_out_centers'])}]", f"expected_sites={len(centers)}"]
+        toml = write_run_config(work / "run_config.toml", {"experiment": str(cfg.experiment_name), "overrides": " ".join(run_overrides),
+                                                            "run-dir": str(run_dir), "resume": False})
+        command = [str(BIN / "flwr"), "run", str(REPO), fed.connection, "--run-config", str(toml), "--stream"]
+        print(f"  $ {' '.join(command[1:])}", flush=True)
+        run_start = time.perf_counter()
+        result["exit_code"] = _stream(command, fed.env, work / "flwr-run.log", timeout)
+        result["flwr_run_s"] = time.perf_counter() - run_start
+    except (TimeoutError, RuntimeError, OSError) as exc:
+        result.update(exit_code=1, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+    finally:
+        left = fed.stop(grace_s=15)
+        result["left_running"] = left
+    result["wall_s"] = time.perf_counter() - start
+    return result
+
+
+# -- figures from a run folder ---------------------------------------------------------------
+def _rounds(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines() if line.strip()]
+
+
+def model_bytes(run_dir: Path) -> dict[str, int]:
+    """Parameter bytes (and state-dict bytes) of the run's classifier (student + teacher) and GAN."""
+    from omegaconf import OmegaConf
+
+    from client.task import build_classifier, build_gan
+    from server.federation import model_spec
+
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    spec = model_spec(cfg)
+    out = {}
+    classifier = build_classifier(spec)
+    for name, model in (("classifier", classifier), ("gan", build_gan(spec["gan"]))):
+        out[f"{name}_params"] = sum(p.numel() * p.element_size() for p in model.parameters())
+        out[f"{name}_state"] = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    out["student_params"] = sum(p.numel() * p.element_size() for p in classifier.student.parameters())
+    return out
+
+
+def round_figures(run_dir: Path, slots: int) -> list[dict]:
+    rows = []
+    for r in _rounds(run_dir):
+        sites = {c: m for c, m in r["train"].items() if "train-seconds" in m}
+        train_s = [m["train-seconds"] for m in sites.values()]
+        client_s = [m.get("client-seconds", m.get("seconds", 0.0)) for m in sites.values()]
+        step = r.get("train_seconds") or r["seconds"]
+        longest = max(train_s, default=0.0)
+        critical = max(longest, sum(train_s) / max(1, min(slots, len(train_s)))) if train_s else 0.0
+        rows.append({
+            "round": r["global_round"], "phase": r["phase"], "sites": len(r["answered"]), "round_s": r["seconds"],
+            "train_step_s": step, "evaluate_s": r.get("evaluate_seconds", 0.0), "max_train_s": longest,
+            "max_client_s": max(client_s, default=0.0), "critical_s": critical,
+            "outside_pct": 100 * (step - longest) / step if step else float("nan"),
+            "outside_critical_pct": 100 * (step - critical) / step if step else float("nan"),
+            "outside_round_pct": 100 * (r["seconds"] - longest) / r["seconds"] if r["seconds"] else float("nan"),
+            "sent_bytes": r.get("sent_bytes", 0), "reply_bytes": r.get("reply_bytes", {}),
+        })
+    return rows
+
+
+def print_rounds(rows: list[dict], slots: int) -> dict:
+    print(f"{'round':>5} {'phase':<8} {'sites':>5} {'step s':>7} {'max train s':>11} {'outside %':>9} "
+          f"{'crit. path s':>12} {'outside %':>9} {'max handler s':>13} {'valid. s':>8} {'round s':>7} {'outside %':>9}")
+    for x in rows:
+        print(f"{x['round']:>5} {x['phase']:<8} {x['sites']:>5} {x['train_step_s']:>7.2f} {x['max_train_s']:>11.2f} "
+              f"{x['outside_pct']:>9.1f} {x['critical_s']:>12.2f} {x['outside_critical_pct']:>9.1f} {x['max_client_s']:>13.2f} "
+              f"{x['evaluate_s']:>8.2f} {x['round_s']:>7.2f} {x['outside_round_pct']:>9.1f}")
+    step = sum(x["train_step_s"] for x in rows)
+    totals = {
+        "outside_pct": 100 * (step - sum(x["max_train_s"] for x in rows)) / step,
+        "outside_critical_pct": 100 * (step - sum(x["critical_s"] for x in rows)) / step,
+        "outside_round_pct": 100 * (1 - sum(x["max_train_s"] for x in rows) / sum(x["round_s"] for x in rows)),
+        "median_outside_pct": statistics.median(x["outside_pct"] for x in rows),
+    }
+    print(f"all rounds: {totals['outside_pct']:.1f} % of the train steps' wall time is outside the slowest site's local "
+          f"training (median round {totals['median_outside_pct']:.1f} %; goal < 15 %); {totals['outside_critical_pct']:.1f} % "
+          f"outside the {slots}-slot critical path; {totals['outside_round_pct']:.1f} % of whole rounds (validation counted)")
+    return totals
+
+
+def print_bytes(rows: list[dict], sizes: dict[str, int]) -> dict:
+    out = {}
+    print(f"{'phase':<8} {'sent to a site KiB':>18} {'reply per site KiB':>18} {'model params KiB':>16} {'reply / params':>14}")
+    for phase in dict.fromkeys(x["phase"] for x in rows):
+        replies = [b for x in rows if x["phase"] == phase for b in x["reply_bytes"].values()]
+        sent = [x["sent_bytes"] for x in rows if x["phase"] == phase]
+        params = sizes["gan_params"] if phase == "gan" else sizes["classifier_params"]
+        if not replies:
+            continue
+        mean = statistics.mean(replies)
+        out[phase] = {"sent_bytes": statistics.mean(sent), "reply_bytes": mean, "param_bytes": params, "ratio": mean / params}
+        print(f"{phase:<8} {statistics.mean(sent) / 1024:>18.1f} {mean / 1024:>18.1f} {params / 1024:>16.1f} {mean / params:>14.3f}")
+    print(f"model: classifier (student + teacher) {sizes['classifier_params'] / 1024:.1f} KiB of parameters "
+          f"(state dict with buffers {sizes['classifier_state'] / 1024:.1f} KiB; the student alone "
+          f"{sizes['student_params'] / 1024:.1f} KiB); SG-CycleGAN {sizes['gan_params'] / 1024:.1f} KiB "
+          f"(state {sizes['gan_state'] / 1024:.1f} KiB); float32")
+    return out
+
+
+def analyse(run_dir: Path, slots: int) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    rows = round_figures(run_dir, slots)
+    print(f"\n(b) time outside local training per round: {run_dir}")
+    print("    step = the server's train step (send -> local training -> replies -> aggregation); max train = the slowest "
+          f"site's train-seconds; critical path = max(max train, sum of site train / {slots} slots)")
+    totals = print_rounds(rows, slots)
+    print("\n(c) bytes per site per round (serialized arrays of each train reply) vs the model's parameter bytes")
+    sizes = model_bytes(run_dir)
+    per_phase = print_bytes(rows, sizes)
+    return {"server_s": metrics.get("seconds"), "rounds": rows, "totals": totals, "bytes": per_phase, "model_bytes": sizes}
+
+
+def phase_seconds(run_dir: Path) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in _rounds(run_dir):
+        out[r["phase"]] = out.get(r["phase"], 0.0) + r["seconds"]
+    return out
+
+
+def main() -> None:
+    args = parse_args()
+    slots = max(1, (os.cpu_count() or 1))
+    if args.analyse is not None:
+        analyse(args.analyse.resolve(), slots)
+        return
+    from simulations.centralized.run import ensure_cohort
+    from simulations.federated.compare import compose_experiment
+
+    os.environ["ECS_HOME"] = str(args.home.resolve())
+    home = args.home.resolve()
+    out = (args.out or home / "runs" / "bench" / "federated" / f"{args.experiment}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = compose_experiment(args.experiment, list(args.overrides))
+    slots = max(1, min(slots, int(cfg.federation.ray_num_cpus or slots)) // int(cfg.federation.client_num_cpus))
+    start = time.perf_counter()
+    cohort = ensure_cohort(cfg, lambda m: print("  " + m, flush=True))
+    print(f"cohort {cohort} ready in {time.perf_counter() - start:.1f} s; {os.cpu_count()} CPU cores; runs in {out}")
+    figures: dict = {"experiment": args.experiment, "overrides": args.overrides, "cpu_cores": os.cpu_count()}
+
+    print(f"\n(a) wall time of ecs-simulate experiment={args.experiment} (Simulation Runtime)")
+    sim = run_simulation(args.experiment, list(args.overrides), home, out / "simulation", args.timeout)
+    figures["simulation"] = sim
+    if sim["exit_code"] != 0 or not (out / "simulation" / "metrics.json").is_file():
+        sys.exit(f"the simulation failed (exit code {sim['exit_code']}); see {out / 'simulation.log'}")
+    server_s = json.loads((out / "simulation" / "metrics.json").read_text())["seconds"]
+    phases = phase_seconds(out / "simulation")
+    print(f"end to end {sim['wall_s']:.1f} s; ServerApp {server_s:.1f} s = rounds "
+          + ", ".join(f"{p} {s:.1f} s" for p, s in phases.items())
+          + f" + {server_s - sum(phases.values()):.1f} s (site discovery, synthesis, checkpoints, final evaluation, export)")
+    figures["simulation"].update(analyse(out / "simulation", slots))
+
+    if not args.no_deployment:
+        smoke_sim = out / "simulation"
+        if args.experiment != "smoke":
+            print("\n(d) the smoke experiment on the Simulation Runtime (reference for the deployment run)")
+            ref = run_simulation("smoke", list(args.overrides), home, out / "smoke-simulation", args.timeout)
+            smoke_sim = out / "smoke-simulation"
+            figures["smoke_simulation"] = ref
+        else:
+            ref = sim
+        smoke_cfg = compose_experiment("smoke", list(args.overrides))
+        print("\n(d) the smoke experiment on the Deployment Runtime (local insecure SuperLink, one SuperNode per center)")
+        dep = run_deployment(smoke_cfg, list(args.overrides), home, out / "deployment", args.timeout)
+        figures["deployment"] = dep
+        if dep.get("exit_code") != 0 or not (out / "deployment" / "metrics.json").is_file():
+            from simulations.federated.compare import last_error
+
+            detail = dep.get("error") or last_error(out / "deployment-federation" / "flwr-run.log")
+            print(f"the deployment run failed: {detail} (flwr run exit code {dep.get('exit_code')}); see "
+                  f"{out / 'deployment-federation'}; processes left running: {dep.get('left_running') or 'none'}")
+        else:
+            dep_server = json.loads((out / "deployment" / "metrics.json").read_text())["seconds"]
+            ref_server = json.loads((smoke_sim / "metrics.json").read_text())["seconds"]
+            dep_rounds = round_figures(out / "deployment", dep["sites"])
+            ref_rounds = round_figures(smoke_sim, slots)
+            dep_step = statistics.mean(x["train_step_s"] for x in dep_rounds)
+            ref_step = statistics.mean(x["train_step_s"] for x in ref_rounds)
+            dep["server_s"], dep["mean_train_step_s"] = dep_server, dep_step
+            print(f"\n(d) smoke, {dep['sites']} sites: wall time end to end (start -> every process stopped), ServerApp, mean train step")
+            print(f"{'runtime':<12} {'end to end s':>12} {'ServerApp s':>11} {'mean train step s':>17}")
+            print(f"{'simulation':<12} {ref['wall_s']:>12.1f} {ref_server:>11.1f} {ref_step:>17.2f}")
+            print(f"{'deployment':<12} {dep['wall_s']:>12.1f} {dep_server:>11.1f} {dep_step:>17.2f}   "
+                  f"(SuperLink + SuperNodes online in {dep['startup_s']:.1f} s, flwr run {dep['flwr_run_s']:.1f} s)")
+            print(f"{'ratio':<12} {dep['wall_s'] / ref['wall_s']:>12.2f} {dep_server / ref_server:>11.2f} {dep_step / ref_step:>17.2f}")
+            print(f"processes left running after the deployment: {dep['left_running'] or 'none'}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=1, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
