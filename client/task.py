@@ -304,7 +304,7 @@ def train_classifier_round(site: Site, global_state: State, params: Mapping) -> 
     size, batch = int(params["img-size"]), int(params["batch-size"])
     max_steps = int(params.get("max-steps-per-epoch", 0)) or None
     stage = StageConfig(epochs=int(params["local-epochs"]), lr=float(params["lr"]),
-                        class_weighted=phase == "stage_b" and bool(params.get("class-weighted", True)),
+                        class_weighted=bool(params.get("class-weighted", phase == "stage_b")),
                         max_steps_per_epoch=max_steps)
     loader = make_loader(TransformedImages(data, size, train=True), batch, shuffle=True, generator=generator)
     device = resolve_device(str(params.get("device", "cpu")))

@@ -213,7 +213,7 @@ class _Run:
             params.update({"local-epochs": int(self.cfg.local.epochs), "batch-size": int(tr.batch_size),
                            "max-steps-per-epoch": int(self.cfg.local.max_steps_per_epoch or 0),
                            "synthetic-per-real": float(tr.synthetic_per_real),
-                           "class-weighted": bool(tr.stage_b.get("class_weighted", True)),
+                           "class-weighted": bool(tr[phase].get("class_weighted", phase == "stage_b")),
                            "generator-sha256": str(self.state.get("generator_sha256") or "")})
         return params
 

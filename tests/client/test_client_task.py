@@ -73,3 +73,19 @@ def test_round_seeds_do_not_depend_on_node_ids() -> None:
     assert task.round_seed(0, "a", "stage_a", 3) == task.round_seed(0, "a", "stage_a", 3)
     assert len({task.round_seed(0, c, p, r) for c in "ab" for p in ("gan", "stage_a") for r in (1, 2)}) == 8
 
+
+
+def test_stage_class_weighting_follows_the_message(tiny_cohort: Path, tmp_path: Path, spec: dict) -> None:
+    """``class-weighted`` applies to whichever stage the server names; stage A defaults to unweighted."""
+    site = task.Site("university", tiny_cohort / "university", tmp_path)
+    torch.manual_seed(0)
+    state = {k: v.clone() for k, v in task.build_classifier(spec).state_dict().items()}
+
+    def trained(**extra: object) -> dict:  # 4 steps of 8: batches with both classes, where weights matter
+        params = _params(spec, tmp_path, phase="stage_a", **{"batch-size": 8, "max-steps-per-epoch": 4}, **extra)
+        arrays, _ = task.train_classifier_round(site, state, params)
+        return arrays
+
+    default, unweighted, weighted = trained(), trained(**{"class-weighted": False}), trained(**{"class-weighted": True})
+    assert all(torch.equal(default[k], unweighted[k]) for k in default)
+    assert not all(torch.equal(default[k], weighted[k]) for k in default)
