@@ -1,13 +1,16 @@
 """``timm:<name>``: any timm classifier, built offline (``pretrained=False``).
 
 Wraps ``timm.create_model``; weights come only from a local ``checkpoint_path`` (never the hub).
+timm is imported when a ``timm:`` model is built, not when ``ecs_models`` is: it pulls in
+torchvision and ``torch._dynamo`` (about 3 s of CPU), which every ClientApp process would pay
+per message under the Deployment Runtime (docs/benchmarks.md) although the federation never
+builds a timm model.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import timm
 from torch import nn
 
 from ecs_models._registry import register_model_family
@@ -30,6 +33,8 @@ def timm_model(
     ``checkpoint_path``: optional local timm-compatible state dict (loaded with
     ``timm.models.load_checkpoint``), never downloaded.
     """
+    import timm
+
     if name not in timm.list_models():
         raise ValueError(f"unknown timm model {name!r}")
     extra = {} if drop_path_rate is None else {"drop_path_rate": drop_path_rate}

@@ -8,8 +8,8 @@ ClientApp processes) while the federation lives; :meth:`LoopbackFederation.stop`
 then SIGKILL, to each recorded process that is still the same process, and writes
 ``processes.json``. Runtime dependency installation and the update check are disabled.
 
-Used by ``tests/server/test_deployment_tls.py`` (TLS, node authentication, an unregistered key
-refused) and ``benchmarks/bench_federated.py`` (the same experiment deployed vs simulated).
+Used by ``tests/server/test_deployment_tls.py`` (TLS, node authentication, two rounds of the
+smoke experiment, an unregistered key refused) and ``benchmarks/bench_federated.py`` (the same experiment deployed vs simulated).
 """
 
 from __future__ import annotations

@@ -4,28 +4,28 @@
 hospital. The coordinator's SuperLink runs with ``--ssl-*`` and ``--enable-supernode-auth``;
 three hospitals' public keys are registered with ``flwr supernode register``; three SuperNodes
 (two training centers and one held-out center of the tiny cohort, each with its own center
-folder as ``data-dir``) connect with the CA as ``--root-certificates`` and their private keys,
-and stay online. A fourth SuperNode with an unregistered key is refused. Every process started
-here (and every descendant) is recorded by PID and stopped in the teardown
+folder as ``data-dir``) connect with the CA as ``--root-certificates`` and their private keys.
+``flwr run`` then runs two rounds of the smoke experiment over them (stage A and stage B, one
+round each, no GAN phase), and a fourth SuperNode with an unregistered key is refused. Every
+process started here (and every descendant) is recorded by PID and stopped in the teardown
 (:class:`simulations.federated.loopback.LoopbackFederation`, shared with the federation benchmark).
 
-A two-round ``flwr run`` of the smoke experiment over this federation passed twice (372 s and
-477 s on 2 cores) but failed once under load with HTTP 500 from the SuperLink's
-``send-task-heartbeat``; it is kept out of CI until that is understood (commit 473b8a2 has it).
-The federation benchmark hit the same HTTP 500s and its SuperLink log names the cause:
-``sqlite3.OperationalError: database is locked`` in the SuperLink's SQLite state (``--database``
-file) under concurrent SuperNode and ServerApp requests; with the in-memory state
-(``start_superlink(database=False)``) its 5-site smoke run completed (docs/benchmarks.md).
+The SuperLink keeps Flower's in-memory state: with its SQLite ``--database`` file, concurrent
+SuperNode and ServerApp requests on 2 busy cores failed with ``sqlite3.OperationalError:
+database is locked`` (HTTP 500, the run lost; docs/benchmarks.md). Hospitals' processes run with
+one torch thread each, as a simulated site does.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from simulations.federated.cli import write_run_config
 from simulations.federated.loopback import LoopbackFederation
 from simulations.federated.runtime import process_alive
 
@@ -36,6 +36,8 @@ HELD_OUT_CENTER = "teaching"
 HOSPITALS = (*TRAINING_CENTERS, HELD_OUT_CENTER)
 INTRUDER = "intruder"
 CONNECTION = "trial"
+OVERRIDES = (f"held_out_centers=[{HELD_OUT_CENTER}] expected_sites={len(HOSPITALS)} "
+             "synthesis=false rounds.gan=0 rounds.stage_a=1 rounds.stage_b=1 participation.round_timeout_s=240")
 
 
 def _start_hospital(federation: LoopbackFederation, name: str, data_dir: Path) -> subprocess.Popen:
@@ -54,9 +56,9 @@ def federation(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> I
                           capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stdout + made.stderr
     fed = LoopbackFederation.create(work_dir, certificates=certificates, connection=CONNECTION,
-                                    extra_env={"ECS_HOME": str(work_dir)})
+                                    extra_env={"ECS_HOME": str(work_dir), "OMP_NUM_THREADS": "1"})
     try:
-        fed.start_superlink(node_auth=True)
+        fed.start_superlink(node_auth=True, database=False)
         for name in HOSPITALS:
             registered = fed.flwr("supernode", "register", str(certificates / "nodes" / f"{name}.pub"), CONNECTION,
                                   "--name", name, cwd=REPO)
@@ -68,6 +70,40 @@ def federation(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     finally:
         left = fed.stop(grace_s=15)
         assert left == [], f"processes still running after the teardown: {left}"
+
+
+@pytest.fixture(scope="module")
+def deployed_run(federation: LoopbackFederation) -> Path:
+    """``flwr run . trial --stream`` of the smoke experiment, two rounds; returns the run folder."""
+    run_dir = federation.work_dir / "run"
+    run_config = write_run_config(federation.work_dir / "run_config.toml",
+                                  {"experiment": "smoke", "overrides": OVERRIDES, "run-dir": str(run_dir)})
+    result = federation.flwr("run", str(REPO), CONNECTION, "--run-config", str(run_config), "--stream",
+                             timeout=540, cwd=REPO)
+    (federation.work_dir / "flwr-run.log").write_text(result.stdout + result.stderr)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    assert (run_dir / "metrics.json").is_file(), (result.stdout + result.stderr)[-6000:]
+    return run_dir
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_two_rounds_over_tls_with_node_authentication(deployed_run: Path) -> None:
+    rounds = _jsonl(deployed_run / "rounds.jsonl")
+    assert [r["phase"] for r in rounds] == ["stage_a", "stage_b"]
+    for r in rounds:
+        assert r["aggregated"], r
+        assert sorted(r["answered"]) == sorted(TRAINING_CENTERS), r
+        touched = set(r["sampled"]) | set(r["answered"]) | set(r["train"]) | set(r["val"]) | set(r["failed"])
+        assert HELD_OUT_CENTER not in touched, r
+    final = {line["center"]: line for line in _jsonl(deployed_run / "final_evaluation.jsonl")}
+    assert final[HELD_OUT_CENTER]["role"] == "held_out" and final[HELD_OUT_CENTER]["n"] > 0
+    assert {c for c, line in final.items() if line["role"] == "train"} == set(TRAINING_CENTERS)
+    metrics = json.loads((deployed_run / "metrics.json").read_text())
+    assert metrics["held_out"]["n"] == final[HELD_OUT_CENTER]["n"]
+    assert (deployed_run / "model" / "lsnet.onnx").is_file()
 
 
 def test_unregistered_supernode_is_refused(federation: LoopbackFederation) -> None:
