@@ -305,7 +305,8 @@ def train_classifier_round(site: Site, global_state: State, params: Mapping) -> 
     max_steps = int(params.get("max-steps-per-epoch", 0)) or None
     stage = StageConfig(epochs=int(params["local-epochs"]), lr=float(params["lr"]),
                         class_weighted=bool(params.get("class-weighted", phase == "stage_b")),
-                        max_steps_per_epoch=max_steps)
+                        max_steps_per_epoch=max_steps,
+                        schedule_span=(int(params.get("phase-round", 1)) - 1, int(params.get("phase-rounds", 1))))
     loader = make_loader(TransformedImages(data, size, train=True), batch, shuffle=True, generator=generator)
     device = resolve_device(str(params.get("device", "cpu")))
     train_start = time.perf_counter()

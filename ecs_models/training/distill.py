@@ -31,6 +31,7 @@ from torch import nn
 
 __all__ = [
     "StageConfig",
+    "stage_schedule",
     "DistillationModel",
     "class_weights",
     "distillation_losses",
@@ -51,6 +52,10 @@ class StageConfig:
     class_weight_clamp: tuple[float, float] = (0.1, 10.0)
     grad_clip_norm: float = 5.0
     max_steps_per_epoch: int | None = None  # cap for quick runs
+    # (i, n): this call trains the i-th of n equal parts of one warm-up + cosine schedule; a
+    # federated site in round r of a phase of R rounds trains part (r - 1, R), so the global
+    # model follows the schedule a centralized run follows over R epochs. (0, 1): all of it.
+    schedule_span: tuple[int, int] = (0, 1)
 
 
 class _Projector(nn.Sequential):
@@ -131,6 +136,17 @@ def _schedule(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def stage_schedule(cfg: StageConfig, steps: int) -> Callable[[int], float]:
+    """Learning-rate factor per optimiser step of a call that makes ``steps`` steps: its part
+    ``cfg.schedule_span`` of one warm-up (``warmup_fraction``) + cosine schedule over all parts."""
+    part, parts = cfg.schedule_span
+    if not 0 <= part < parts:
+        raise ValueError(f"schedule_span {cfg.schedule_span}: need 0 <= i < n")
+    span, offset = parts * steps, part * steps
+    warmup = max(1, int(cfg.warmup_fraction * span))
+    return lambda step: _schedule(offset + step, span, warmup)
+
+
 def train_stage(
     model: DistillationModel,
     train_loader: torch.utils.data.DataLoader,
@@ -150,10 +166,7 @@ def train_stage(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader), cfg.max_steps_per_epoch)
-    total = max(1, cfg.epochs * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _schedule(step, total, max(1, int(cfg.warmup_fraction * total)))
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, stage_schedule(cfg, max(1, cfg.epochs * steps_per_epoch)))
     weight = None
     if cfg.class_weighted:
         if labels_for_weights is None:
