@@ -3,6 +3,7 @@
 | name | Flower class | what we add |
 |---|---|---|
 | fedavg | FedAvg | |
+| fedavgm | FedAvgM (server learning rate and momentum) | running statistics averaged, not stepped |
 | fedprox | FedProx (sends ``proximal-mu``) | the client-side term (:mod:`strategies.fedprox`) |
 | fedadam / fedyogi | FedAdam / FedYogi | running statistics averaged, not optimized |
 | fedbn | FedAvg on non-norm arrays | norm layers stay at sites (:mod:`strategies.fedbn`) |
@@ -19,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedYogi, Krum
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedYogi, Krum
 
 __all__ = ["STRATEGIES", "StrategySpec", "build_strategy"]
 
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedbn", "fedmedian", "krum")
+STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedbn", "fedmedian", "krum")
 WEIGHT_KEYS = {"examples": "num-examples", "uniform": "unit-weight"}
 
 
@@ -40,6 +41,8 @@ class StrategySpec:
     beta_2: float = 0.99
     tau: float = 1e-3
     num_malicious_nodes: int = 0  # krum
+    server_learning_rate: float = 1.0  # fedavgm
+    server_momentum: float = 0.0  # fedavgm
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> StrategySpec:
@@ -69,6 +72,8 @@ def build_strategy(spec: StrategySpec, *, fraction_train: float, min_train_nodes
     )
     if spec.name in ("fedavg", "fedbn"):
         return FedAvg(**common)
+    if spec.name == "fedavgm":
+        return FedAvgM(**common, server_learning_rate=spec.server_learning_rate, server_momentum=spec.server_momentum)
     if spec.name == "fedprox":
         return FedProx(**common, proximal_mu=spec.proximal_mu)
     if spec.name in ("fedadam", "fedyogi"):

@@ -16,7 +16,7 @@ adds, without copying the round loop:
 * **Per-center metrics.** Evaluation replies carry counts (confusion matrix at the server's
   threshold, per-class score histograms); the wrapper computes each center's and the pooled
   AUC / sensitivity / specificity (:mod:`ecs_models.training.binned_metrics`).
-* **Statistics stay averaged.** With a server optimizer (FedAdam, FedYogi, ...), BatchNorm
+* **Statistics stay averaged.** With a server optimizer (FedAdam, FedYogi, FedAvgM), BatchNorm
   running statistics are replaced by their plain weighted average: an Adam step on a running
   variance can make it negative.
 * **Rounds across restarts.** ``round_offset`` shifts Flower's 1-based round numbers, so a phase
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.serverapp.strategy import FedAvg, FedAvgM, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
@@ -250,7 +250,7 @@ class SiteAwareStrategy(Strategy):
             return None, None
         self.failed_rounds = 0
         statistics = None
-        if self.statistics_keys and isinstance(self.inner, FedOpt):
+        if self.statistics_keys and isinstance(self.inner, (FedOpt, FedAvgM)):
             statistics = _average_keys([m.content for m in accepted_msgs], self.statistics_keys, self.inner.weighted_by_key)
         arrays, metrics = self.inner.aggregate_train(report.round, accepted_msgs)
         if arrays is not None and statistics is not None:

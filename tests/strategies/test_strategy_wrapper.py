@@ -16,8 +16,8 @@ TRAIN = [11, 12, 13, 14]
 GLOBAL = {"w": np.zeros(4, np.float32), "bn.running_var": np.ones(4, np.float32)}
 
 
-def _strategy(name: str = "fedavg", **kwargs) -> SiteAwareStrategy:  # noqa: ANN003
-    inner = build_strategy(StrategySpec(name=name), fraction_train=1.0, min_train_nodes=1, min_available_nodes=1)
+def _strategy(name: str = "fedavg", spec: dict | None = None, **kwargs) -> SiteAwareStrategy:  # noqa: ANN003
+    inner = build_strategy(StrategySpec(name=name, **(spec or {})), fraction_train=1.0, min_train_nodes=1, min_available_nodes=1)
     kwargs.setdefault("min_train_replies", 2)
     return SiteAwareStrategy(inner, phase="stage_a", centers=CENTERS, train_nodes=TRAIN, eval_nodes=TRAIN, **kwargs)
 
@@ -91,14 +91,28 @@ def test_aggregation_is_independent_of_reply_order() -> None:
     np.testing.assert_array_equal(results[0], results[1])
 
 
-def test_server_optimizer_leaves_running_statistics_to_plain_averaging() -> None:
-    strategy = _strategy("fedadam", statistics_keys=["bn.running_var"])
+@pytest.mark.parametrize(("name", "spec"), [("fedadam", {}), ("fedavgm", {"server_momentum": 0.6})])
+def test_server_optimizer_leaves_running_statistics_to_plain_averaging(name: str, spec: dict) -> None:
+    strategy = _strategy(name, spec, statistics_keys=["bn.running_var"])
     _configure(strategy)
-    replies = [train_reply(11, {"w": np.full(4, 1.0, np.float32), "bn.running_var": np.full(4, 2.0, np.float32)}),
-               train_reply(12, {"w": np.full(4, 3.0, np.float32), "bn.running_var": np.full(4, 4.0, np.float32)})]
-    arrays, _ = strategy.aggregate_train(1, replies)
+    for server_round in (1, 2):  # FedAvgM's momentum acts from the second step
+        replies = [train_reply(11, {"w": np.full(4, 1.0, np.float32), "bn.running_var": np.full(4, 2.0, np.float32)}),
+                   train_reply(12, {"w": np.full(4, 3.0, np.float32), "bn.running_var": np.full(4, 4.0, np.float32)})]
+        arrays, _ = strategy.aggregate_train(server_round, replies)
     np.testing.assert_allclose(arrays["bn.running_var"].numpy(), 3.0)
-    assert not np.allclose(arrays["w"].numpy(), 2.0)  # the weights did go through FedAdam
+    assert not np.allclose(arrays["w"].numpy(), 2.0)  # the weights did go through the server optimizer
+
+
+def test_fedavgm_momentum_accumulates_the_averaged_updates() -> None:
+    """Sites return 2 on average both rounds: round 1 steps 0 -> 2; round 2 adds b x 2 + (2 - 2) = 1.2 -> 3.2."""
+    strategy = _strategy("fedavgm", {"server_momentum": 0.6})
+    _configure(strategy)
+    steps = []
+    for server_round in (1, 2):
+        replies = [train_reply(11, _update(1.0)), train_reply(12, _update(3.0))]  # equal weights: average 2
+        steps.append(strategy.aggregate_train(server_round, replies)[0]["w"].numpy())
+    np.testing.assert_allclose(steps[0], 2.0)
+    np.testing.assert_allclose(steps[1], 3.2, rtol=1e-6)
 
 
 def test_state_dict_round_trips_server_optimizer_state() -> None:
