@@ -97,7 +97,9 @@ def _to_numpy(record: ArrayRecord) -> Arrays:
 
 
 def _to_record(arrays: Arrays) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    """C-contiguous arrays with their shapes kept: ``np.ascontiguousarray`` turned 0-d buffers
+    (``num_batches_tracked``) into shape (1,), which FedAdam/FedYogi's shape check rejected."""
+    return ArrayRecord({k: Array(np.require(v, requirements="C")) for k, v in arrays.items()})
 
 
 def _torch_state(module: torch.nn.Module) -> Arrays:
