@@ -100,16 +100,22 @@ class Site:
 
 
 def cohort_centers(cohort_dir: str | Path) -> list[str]:
-    """Sorted center names of a generated cohort (held-out centers included)."""
+    """Center names of a generated cohort, held-out ones included: the partition-id order.
+
+    Largest first (number of ultrasound files, then name). Flower's Simulation Runtime queues
+    the messages of a round in partition-id order onto its CPU slots, so this is
+    longest-job-first scheduling: with 4 sites on 2 slots the biggest site no longer starts last
+    and waits for a small one (docs/benchmarks.md, round overhead).
+    """
     summary = json.loads((Path(cohort_dir) / "cohort.json").read_text())
-    return sorted(c["name"] for c in summary["centers"])
+    return [c["name"] for c in sorted(summary["centers"], key=lambda c: (-int(c["us_files"]), c["name"]))]
 
 
 def site_from_config(node_config: Mapping, run_config: Mapping) -> Site:
     """The site from a SuperNode's node config.
 
     Deployment: ``data-dir`` (the center folder), optional ``center`` (default: the folder's
-    name) and ``cache-dir``. Simulation: ``partition-id`` indexes the sorted centers of the
+    name) and ``cache-dir``. Simulation: ``partition-id`` indexes the centers (largest first) of the
     cohort at the run config's ``cohort-dir``; the cache is the run config's ``cache-dir``.
     """
     cache = node_config.get("cache-dir") or run_config.get("cache-dir") or None

@@ -2,7 +2,7 @@
 
 1. Generates the experiment's cohort (or reuses the identical one) with ``ecs-cohort``'s
    generator; one virtual SuperNode per center, held-out centers included (``partition-id`` ->
-   sorted center names, :func:`client.task.cohort_centers`).
+   center, largest first, :func:`client.task.cohort_centers`).
 2. Writes the Flower run config (``run_config.toml``: experiment, Hydra overrides, run dir,
    cohort, cache, simulated faults) and starts a private SuperLink + ``flwr run``
    (:class:`simulations.federated.runtime.LocalSimulation`); the ServerApp composes the same

@@ -27,9 +27,14 @@ def _params(spec: dict, tmp_path: Path, **extra: object) -> dict:
             "lr": 1e-3, "phase": "stage_b", "phase-round": 1, "global-round": 1, "bins": 1000, **extra}
 
 
-def test_partition_ids_map_to_sorted_centers_including_held_out(tiny_cohort: Path, tmp_path: Path) -> None:
+def test_partition_ids_map_to_centers_largest_first_including_held_out(tiny_cohort: Path, tmp_path: Path) -> None:
     names = task.cohort_centers(tiny_cohort)
-    assert names == sorted(names) and {"community", "teaching"} <= set(names)  # held-out ones are nodes too
+    summary = json.loads((tiny_cohort / "cohort.json").read_text())
+    files = {c["name"]: c["us_files"] for c in summary["centers"]}
+    assert sorted(names) == sorted(files) and {"community", "teaching"} <= set(names)  # held-out ones are nodes too
+    # longest job first: the Simulation Runtime queues a round's messages in partition-id order
+    assert [files[n] for n in names] == sorted(files.values(), reverse=True)
+    assert len(set(files.values())) > 1  # the tiny cohort's centers differ in size, so the order is tested
     site = task.site_from_config({"partition-id": 1}, {"cohort-dir": str(tiny_cohort), "cache-dir": str(tmp_path)})
     assert site.center == names[1] and site.data_dir == tiny_cohort / names[1]
     deployed = task.site_from_config({"data-dir": str(tiny_cohort / "clinic")}, {})
