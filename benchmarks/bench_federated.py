@@ -8,9 +8,12 @@ figure from its run directory (``rounds.jsonl``, ``metrics.json``):
 (b) per round, the share of the train step's wall time spent outside local training: the
     server's train step (send the global arrays -> sites train -> replies -> aggregation)
     against the slowest site's ``train-seconds`` (its local optimisation loop, reported in its
-    reply). Also shown: against a critical path that accounts for sites queueing for CPU slots
-    (``max(max_i t_i, sum_i t_i / slots)``), the sites' whole handler time (``client-seconds``:
-    arrays in, model and data set-up, training, arrays out) and the whole round with validation;
+    reply). Also shown: against the slot schedule, the time local training needs when the
+    sites queue for the runtime's CPU slots (each site's ``train-seconds``, taken in the
+    Simulation Runtime's dispatch order, partition-id order, starting on the first free slot):
+    what remains is Flower, serialization and the sites' set-up; the sites' whole handler time
+    (``client-seconds``: arrays in, model and data set-up, training, arrays out) and the whole
+    round with validation;
 (c) bytes each site sends per round (serialized arrays of its train reply,
     ``ArrayRecord.count_bytes``) against the model's parameter bytes;
 (d) the smoke experiment on the Deployment Runtime (a local insecure SuperLink + one SuperNode
@@ -26,6 +29,7 @@ figure from its run directory (``rounds.jsonl``, ``metrics.json``):
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import os
 import statistics
@@ -55,6 +59,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run (default 3600)")
     parser.add_argument("--analyse", type=Path, default=None, help="only print (b) and (c) of this existing run folder")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--dispatch", choices=("size", "name"), default="size",
+                        help="the run's partition-id order, for the slot schedule: size = largest center first "
+                             "(client.task.cohort_centers), name = alphabetical (runs before 2026-11-27)")
     return parser.parse_args()
 
 
@@ -159,15 +166,24 @@ def model_bytes(run_dir: Path) -> dict[str, int]:
     return out
 
 
-def round_figures(run_dir: Path, slots: int) -> list[dict]:
+def slot_schedule(seconds: list[float], slots: int) -> float:
+    """Makespan (s) of jobs taken in the given order, each starting on the first free of ``slots``."""
+    free = [0.0] * max(1, slots)
+    for duration in seconds:
+        heapq.heappush(free, heapq.heappop(free) + duration)
+    return max(free)
+
+
+def round_figures(run_dir: Path, slots: int, dispatch: str = "size") -> list[dict]:
     rows = []
     for r in _rounds(run_dir):
         sites = {c: m for c, m in r["train"].items() if "train-seconds" in m}
-        train_s = [m["train-seconds"] for m in sites.values()]
+        order = sorted(sites, key=(lambda c: (-sites[c].get("num-examples", 0), c)) if dispatch == "size" else None)
+        train_s = [sites[c]["train-seconds"] for c in order]
         client_s = [m.get("client-seconds", m.get("seconds", 0.0)) for m in sites.values()]
         step = r.get("train_seconds") or r["seconds"]
         longest = max(train_s, default=0.0)
-        critical = max(longest, sum(train_s) / max(1, min(slots, len(train_s)))) if train_s else 0.0
+        critical = slot_schedule(train_s, slots) if train_s else 0.0
         rows.append({
             "round": r["global_round"], "phase": r["phase"], "sites": len(r["answered"]), "round_s": r["seconds"],
             "train_step_s": step, "evaluate_s": r.get("evaluate_seconds", 0.0), "max_train_s": longest,
@@ -182,7 +198,7 @@ def round_figures(run_dir: Path, slots: int) -> list[dict]:
 
 def print_rounds(rows: list[dict], slots: int) -> dict:
     print(f"{'round':>5} {'phase':<8} {'sites':>5} {'step s':>7} {'max train s':>11} {'outside %':>9} "
-          f"{'crit. path s':>12} {'outside %':>9} {'max handler s':>13} {'valid. s':>8} {'round s':>7} {'outside %':>9}")
+          f"{'schedule s':>12} {'outside %':>9} {'max handler s':>13} {'valid. s':>8} {'round s':>7} {'outside %':>9}")
     for x in rows:
         print(f"{x['round']:>5} {x['phase']:<8} {x['sites']:>5} {x['train_step_s']:>7.2f} {x['max_train_s']:>11.2f} "
               f"{x['outside_pct']:>9.1f} {x['critical_s']:>12.2f} {x['outside_critical_pct']:>9.1f} {x['max_client_s']:>13.2f} "
@@ -196,7 +212,8 @@ def print_rounds(rows: list[dict], slots: int) -> dict:
     }
     print(f"all rounds: {totals['outside_pct']:.1f} % of the train steps' wall time is outside the slowest site's local "
           f"training (median round {totals['median_outside_pct']:.1f} %; goal < 15 %); {totals['outside_critical_pct']:.1f} % "
-          f"outside the {slots}-slot critical path; {totals['outside_round_pct']:.1f} % of whole rounds (validation counted)")
+          f"outside the {slots}-slot schedule of local training; {totals['outside_round_pct']:.1f} % of whole rounds "
+          "(validation counted)")
     return totals
 
 
@@ -219,12 +236,12 @@ def print_bytes(rows: list[dict], sizes: dict[str, int]) -> dict:
     return out
 
 
-def analyse(run_dir: Path, slots: int) -> dict:
+def analyse(run_dir: Path, slots: int, dispatch: str = "size") -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
-    rows = round_figures(run_dir, slots)
+    rows = round_figures(run_dir, slots, dispatch)
     print(f"\n(b) time outside local training per round: {run_dir}")
     print("    step = the server's train step (send -> local training -> replies -> aggregation); max train = the slowest "
-          f"site's train-seconds; critical path = max(max train, sum of site train / {slots} slots)")
+          f"site's train-seconds; slot schedule = the sites' train-seconds in {dispatch} dispatch order on {slots} slots")
     totals = print_rounds(rows, slots)
     print("\n(c) bytes per site per round (serialized arrays of each train reply) vs the model's parameter bytes")
     sizes = model_bytes(run_dir)
@@ -243,7 +260,7 @@ def main() -> None:
     args = parse_args()
     slots = max(1, (os.cpu_count() or 1))
     if args.analyse is not None:
-        analyse(args.analyse.resolve(), slots)
+        analyse(args.analyse.resolve(), slots, args.dispatch)
         return
     from simulations.centralized.run import ensure_cohort
     from simulations.federated.compare import compose_experiment
