@@ -178,7 +178,8 @@ def round_figures(run_dir: Path, slots: int, dispatch: str = "size") -> list[dic
     rows = []
     for r in _rounds(run_dir):
         sites = {c: m for c, m in r["train"].items() if "train-seconds" in m}
-        order = sorted(sites, key=(lambda c: (-sites[c].get("num-examples", 0), c)) if dispatch == "size" else None)
+        examples = {c: m.get("num-examples", 0) for c, m in sites.items()}
+        order = sorted(sites, key=(lambda c: (-examples[c], c)) if dispatch == "size" else None)  # noqa: B023
         train_s = [sites[c]["train-seconds"] for c in order]
         client_s = [m.get("client-seconds", m.get("seconds", 0.0)) for m in sites.values()]
         step = r.get("train_seconds") or r["seconds"]
