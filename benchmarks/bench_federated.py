@@ -174,13 +174,24 @@ def slot_schedule(seconds: list[float], slots: int) -> float:
     return max(free)
 
 
-def round_figures(run_dir: Path, slots: int, dispatch: str = "size") -> list[dict]:
+def dispatch_order(run_dir: Path, dispatch: str) -> list[str] | None:
+    """The run's partition-id order (``client.task.cohort_centers``) or, for ``name``, None (by name)."""
+    if dispatch == "name":
+        return None
+    from omegaconf import OmegaConf
+
+    from client.task import cohort_centers
+
+    return cohort_centers(str(OmegaConf.load(run_dir / "config.yaml").cohort_dir))
+
+
+def round_figures(run_dir: Path, slots: int, order: list[str] | None = None) -> list[dict]:
+    """Per-round timing figures; ``order`` = the sites' dispatch order (None: by name)."""
+    rank = {c: i for i, c in enumerate(order or [])}
     rows = []
     for r in _rounds(run_dir):
         sites = {c: m for c, m in r["train"].items() if "train-seconds" in m}
-        examples = {c: m.get("num-examples", 0) for c, m in sites.items()}
-        order = sorted(sites, key=(lambda c: (-examples[c], c)) if dispatch == "size" else None)  # noqa: B023
-        train_s = [sites[c]["train-seconds"] for c in order]
+        train_s = [sites[c]["train-seconds"] for c in sorted(sites, key=lambda c: (rank.get(c, len(rank)), c))]
         client_s = [m.get("client-seconds", m.get("seconds", 0.0)) for m in sites.values()]
         step = r.get("train_seconds") or r["seconds"]
         longest = max(train_s, default=0.0)
@@ -239,7 +250,7 @@ def print_bytes(rows: list[dict], sizes: dict[str, int]) -> dict:
 
 def analyse(run_dir: Path, slots: int, dispatch: str = "size") -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
-    rows = round_figures(run_dir, slots, dispatch)
+    rows = round_figures(run_dir, slots, dispatch_order(run_dir, dispatch))
     print(f"\n(b) time outside local training per round: {run_dir}")
     print("    step = the server's train step (send -> local training -> replies -> aggregation); max train = the slowest "
           f"site's train-seconds; slot schedule = the sites' train-seconds in {dispatch} dispatch order on {slots} slots")
@@ -312,7 +323,7 @@ def main() -> None:
             dep_server = json.loads((out / "deployment" / "metrics.json").read_text())["seconds"]
             ref_server = json.loads((smoke_sim / "metrics.json").read_text())["seconds"]
             dep_rounds = round_figures(out / "deployment", dep["sites"])
-            ref_rounds = round_figures(smoke_sim, slots)
+            ref_rounds = round_figures(smoke_sim, slots, dispatch_order(smoke_sim, "size"))
             dep_step = statistics.mean(x["train_step_s"] for x in dep_rounds)
             ref_step = statistics.mean(x["train_step_s"] for x in ref_rounds)
             dep["server_s"], dep["mean_train_step_s"] = dep_server, dep_step
