@@ -282,6 +282,14 @@ def synthesize(site: Site, generator_state: State, params: Mapping) -> dict[str,
     return {"num-examples": float(len(mri)), "synthetic-positives": float(int(mri.labels.sum()) if len(mri) else 0)}
 
 
+def norm_stats_frozen(phase_round: int, phase_rounds: int, freeze_from: float) -> bool:
+    """Whether round ``phase_round`` (1-based) of ``phase_rounds`` trains with frozen batch-norm
+    statistics: from the fraction ``freeze_from`` of the phase on (0: never; 0.5: second half)."""
+    if not 0.0 <= freeze_from < 1.0:
+        raise ValueError(f"freeze-norm-stats must be in [0, 1), got {freeze_from}")
+    return freeze_from > 0 and phase_round - 1 >= freeze_from * phase_rounds
+
+
 def train_classifier_round(site: Site, global_state: State, params: Mapping) -> tuple[State, dict[str, float]]:
     """One round of stage A or B; returns (shared arrays, metrics with num-examples)."""
     start = time.perf_counter()
@@ -309,10 +317,11 @@ def train_classifier_round(site: Site, global_state: State, params: Mapping) -> 
         raise ValueError(f"{site.center}: no training images")
     size, batch = int(params["img-size"]), int(params["batch-size"])
     max_steps = int(params.get("max-steps-per-epoch", 0)) or None
+    phase_round, phase_rounds = int(params.get("phase-round", 1)), int(params.get("phase-rounds", 1))
     stage = StageConfig(epochs=int(params["local-epochs"]), lr=float(params["lr"]),
                         class_weighted=bool(params.get("class-weighted", phase == "stage_b")),
-                        max_steps_per_epoch=max_steps,
-                        schedule_span=(int(params.get("phase-round", 1)) - 1, int(params.get("phase-rounds", 1))))
+                        max_steps_per_epoch=max_steps, schedule_span=(phase_round - 1, phase_rounds),
+                        frozen_norm_stats=norm_stats_frozen(phase_round, phase_rounds, float(params.get("freeze-norm-stats", 0.0))))
     loader = make_loader(TransformedImages(data, size, train=True), batch, shuffle=True, generator=generator)
     device = resolve_device(str(params.get("device", "cpu")))
     train_start = time.perf_counter()

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ecs_models.training.norm_stats import batch_norm_layers
+
 __all__ = [
     "StageConfig",
     "stage_schedule",
@@ -56,6 +58,10 @@ class StageConfig:
     # federated site in round r of a phase of R rounds trains part (r - 1, R), so the global
     # model follows the schedule a centralized run follows over R epochs. (0, 1): all of it.
     schedule_span: tuple[int, int] = (0, 1)
+    # train with the batch-norm layers' running statistics frozen (normalize with them, do not
+    # update them); the affine weights still train. Federated sites do this late in a phase so
+    # that they train as the global model predicts (docs/federated.md, finding 6).
+    frozen_norm_stats: bool = False
 
 
 class _Projector(nn.Sequential):
@@ -175,6 +181,9 @@ def train_stage(
     history = []
     for epoch in range(cfg.epochs):
         model.train()
+        if cfg.frozen_norm_stats:
+            for layer in batch_norm_layers(model).values():
+                layer.eval()
         sums: dict[str, float] = {}
         n_batches = 0
         for step, (images, labels) in enumerate(train_loader):

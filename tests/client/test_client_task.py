@@ -94,3 +94,24 @@ def test_stage_class_weighting_follows_the_message(tiny_cohort: Path, tmp_path: 
     default, unweighted, weighted = trained(), trained(**{"class-weighted": False}), trained(**{"class-weighted": True})
     assert all(torch.equal(default[k], unweighted[k]) for k in default)
     assert not all(torch.equal(default[k], weighted[k]) for k in default)
+
+
+def test_norm_statistics_freeze_from_a_fraction_of_the_phase() -> None:
+    """``freeze-norm-stats`` 0.5 of 16 rounds: rounds 9-16 train with frozen statistics; 0: never."""
+    assert [r for r in range(1, 17) if task.norm_stats_frozen(r, 16, 0.5)] == list(range(9, 17))
+    assert [r for r in range(1, 3) if task.norm_stats_frozen(r, 2, 0.5)] == [2]
+    assert not any(task.norm_stats_frozen(r, 16, 0.0) for r in range(1, 17))
+    with pytest.raises(ValueError, match="freeze-norm-stats"):
+        task.norm_stats_frozen(1, 16, 1.0)
+
+
+def test_a_site_returns_the_global_statistics_in_frozen_rounds(tiny_cohort: Path, tmp_path: Path, spec: dict) -> None:
+    site = task.Site("university", tiny_cohort / "university", tmp_path)
+    torch.manual_seed(0)
+    state = {k: v.clone() for k, v in task.build_classifier(spec).state_dict().items()}
+    stats = [k for k in state if k.endswith(("running_mean", "running_var"))]
+    for phase_round, frozen in ((1, False), (2, True)):
+        params = _params(spec, tmp_path, **{"freeze-norm-stats": 0.5, "phase-round": phase_round, "phase-rounds": 2})
+        arrays, _ = task.train_classifier_round(site, state, params)
+        assert all(torch.equal(arrays[k], state[k]) for k in stats) == frozen
+        assert not all(torch.equal(arrays[k], state[k]) for k in state if k not in stats)
