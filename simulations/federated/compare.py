@@ -217,12 +217,17 @@ def arm_metrics(arm: Arm, run_dir: Path, cfg: DictConfig, training_centers: list
     metrics = json.loads((run_dir / "metrics.json").read_text())
     if arm.kind == "federated":
         held, internal = metrics.get("held_out") or {}, metrics.get("internal_test") or {}
+        per_center = [c.get("auc") for c in metrics.get("centers", []) if c.get("role") == "held_out"]
     else:
         held = metrics["held_out"].get("pooled", {})
         internal = metrics["internal_test"].get("pooled", {})
+        per_center = [v.get("auc") for k, v in metrics["held_out"].items() if k != "pooled"]
         if arm.mode == "local":
             internal = _internal_test_all_centers(cfg, run_dir, training_centers, cohort_dir)
-    return {"held_out_auc": _nan(held.get("auc")), "held_out_sensitivity": _nan(held.get("sensitivity")),
+    per_center = [_nan(v) for v in per_center]
+    return {"held_out_auc": _nan(held.get("auc")),
+            "held_out_center_auc": sum(per_center) / len(per_center) if per_center else float("nan"),
+            "held_out_sensitivity": _nan(held.get("sensitivity")),
             "held_out_specificity": _nan(held.get("specificity")), "internal_test_auc": _nan(internal.get("auc")),
             "threshold": _nan(metrics.get("threshold")), "held_out_n": held.get("n")}
 

@@ -1,7 +1,9 @@
 """The comparison's table and plot from its per-run rows (``results.json`` of ``experiment=compare``).
 
-* ``table.csv``: one row per arm, mean and std over seeds of the held-out AUC, sensitivity and
-  specificity and of the internal-test AUC, runs finished / failed, the first error;
+* ``table.csv``: one row per arm, mean and std over seeds of the held-out AUC (two ways: over all
+  held-out images together, and the mean of the held-out centers' own AUCs, which is how FLamby
+  averages its test centers), sensitivity and specificity, and of the internal-test AUC, runs
+  finished / failed, the first error;
 * ``runs.csv``: one row per arm x seed (what the means are made of);
 * ``table.md``: the same table in markdown, error rows, and the comparison the issue asks for
   (best federated arm vs pooled and vs the best single center);
@@ -20,7 +22,7 @@ import numpy as np
 
 __all__ = ["summarise_arms", "write_report", "plot_compare", "METRICS"]
 
-METRICS = ("held_out_auc", "held_out_sensitivity", "held_out_specificity", "internal_test_auc")
+METRICS = ("held_out_auc", "held_out_center_auc", "held_out_sensitivity", "held_out_specificity", "internal_test_auc")
 RUN_FIELDS = ("arm", "kind", "seed", "status", "reused", *METRICS, "threshold", "wall_seconds", "run_dir", "error")
 
 
@@ -56,25 +58,27 @@ def _cell(row: dict, key: str) -> str:
     return f"{mean:.3f} ± {std:.3f}" if row["runs_ok"] > 1 else f"{mean:.3f}"
 
 
-def _verdict(rows: list[dict]) -> list[str]:
-    """Best federated arm vs pooled and vs the best single center (the issue's acceptance)."""
+def _verdict(rows: list[dict], metric: str = "held_out_auc", label: str = "held-out AUC") -> list[str]:
+    """Best federated arm vs pooled and vs the best single center (the issue's acceptance), by ``metric``."""
+    key = f"{metric}_mean"
+
     def best(kind_filter) -> dict | None:  # noqa: ANN001
-        candidates = [r for r in rows if kind_filter(r) and not math.isnan(r["held_out_auc_mean"])]
-        return max(candidates, key=lambda r: r["held_out_auc_mean"]) if candidates else None
+        candidates = [r for r in rows if kind_filter(r) and not math.isnan(r[key])]
+        return max(candidates, key=lambda r: r[key]) if candidates else None
 
     fed = best(lambda r: r["kind"] == "federated")
     pooled = best(lambda r: r["arm"] == "pooled")
     local = best(lambda r: r["arm"].startswith("local_"))
     if fed is None:
         return []
-    lines = [f"Best federated arm by mean held-out AUC: **{fed['arm']}** ({fed['held_out_auc_mean']:.3f})."]
+    lines = [f"Best federated arm by mean {label}: **{fed['arm']}** ({fed[key]:.3f})."]
     if pooled is not None:
-        gap = fed["held_out_auc_mean"] - pooled["held_out_auc_mean"]
-        lines.append(f"- vs pooled ({pooled['held_out_auc_mean']:.3f}): {gap:+.3f} (goal: within 0.02 — "
+        gap = fed[key] - pooled[key]
+        lines.append(f"- vs pooled ({pooled[key]:.3f}): {gap:+.3f} (goal: within 0.02 — "
                      f"{'met' if gap >= -0.02 else 'not met'})")
     if local is not None:
-        gap = fed["held_out_auc_mean"] - local["held_out_auc_mean"]
-        lines.append(f"- vs the best single center, {local['arm']} ({local['held_out_auc_mean']:.3f}): {gap:+.3f} "
+        gap = fed[key] - local[key]
+        lines.append(f"- vs the best single center, {local['arm']} ({local[key]:.3f}): {gap:+.3f} "
                      f"(goal: at least +0.03 — {'met' if gap >= 0.03 else 'not met'})")
     return lines
 
@@ -136,12 +140,13 @@ def write_report(results: list[dict], arm_order: list[str], out_dir: Path, meta:
     seeds = meta.get("seeds", [])
     held_out = ", ".join(meta.get("held_out_centers", []))
     lines = [f"## experiment=compare on `{meta.get('experiment')}`: seeds {seeds}, held-out centers {held_out}", "",
-             "| arm | kind | runs | held-out AUC | held-out sensitivity | held-out specificity | internal-test AUC | s per run |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| arm | kind | runs | held-out AUC (all images) | held-out AUC (mean of centers) | held-out sensitivity "
+             "| held-out specificity | internal-test AUC | s per run |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         runs = f"{row['runs_ok']}/{row['runs_ok'] + row['runs_failed']}"
         if row["runs_ok"] == 0:
-            lines.append(f"| {row['arm']} | {row['kind']} | {runs} | error: {row['error'][:160]} | | | | |")
+            lines.append(f"| {row['arm']} | {row['kind']} | {runs} | error: {row['error'][:160]} | | | | | |")
             continue
         wall = "n/a" if math.isnan(row["wall_seconds_mean"]) else f"{row['wall_seconds_mean']:.0f}"
         cells = " | ".join(_cell(row, k) for k in METRICS)
@@ -149,9 +154,10 @@ def write_report(results: list[dict], arm_order: list[str], out_dir: Path, meta:
     errors = [r for r in results if r["status"] != "ok"]
     if errors:
         lines += ["", "Failed runs (error rows):"] + [f"- {r['arm']} seed {r['seed']}: {r.get('error', '')[:300]}" for r in errors]
-    verdict = _verdict(rows)
-    if verdict:
-        lines += ["", *verdict]
+    for metric, label in (("held_out_auc", "held-out AUC (all images)"), ("held_out_center_auc", "held-out AUC (mean of centers)")):
+        verdict = _verdict(rows, metric, label)
+        if verdict:
+            lines += ["", *verdict]
     budget = meta.get("budget", {})
     if budget:
         lines += ["", f"Budget: federated {budget.get('rounds')} rounds, each {budget.get('local')} per site; centralized "

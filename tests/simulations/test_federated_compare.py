@@ -71,7 +71,8 @@ def test_compare_runs_every_arm_records_failures_and_resumes(tmp_path: Path) -> 
     assert list(table) == ARMS
     for arm, row in table.items():
         assert row["runs_ok"] == "1" and row["runs_failed"] == "0", row
-        for key in ("held_out_auc_mean", "held_out_sensitivity_mean", "held_out_specificity_mean", "internal_test_auc_mean"):
+        for key in ("held_out_auc_mean", "held_out_center_auc_mean", "held_out_sensitivity_mean", "held_out_specificity_mean",
+                    "internal_test_auc_mean"):
             assert math.isfinite(float(row[key])), (arm, key, row)
     markdown = (run_dir / "table.md").read_text()
     assert all(f"| {arm} |" in markdown for arm in ARMS) and "error" not in markdown
@@ -105,7 +106,7 @@ def test_arms_overrides_and_the_centralized_budget() -> None:
 def test_table_means_stds_error_rows_and_plot_from_rows(tmp_path: Path) -> None:
     def row(arm: str, kind: str, seed: int, auc: float) -> dict:
         return {"arm": arm, "kind": kind, "seed": seed, "status": "ok", "reused": False, "held_out_auc": auc,
-                "held_out_sensitivity": 0.9, "held_out_specificity": 0.5, "internal_test_auc": auc + 0.05,
+                "held_out_center_auc": auc - (0.05 if kind == "federated" else 0.0), "held_out_sensitivity": 0.9, "held_out_specificity": 0.5, "internal_test_auc": auc + 0.05,
                 "threshold": 0.5, "wall_seconds": 10.0, "run_dir": "x"}
 
     results = [row("pooled", "centralized", s, 0.80 + 0.01 * s) for s in range(3)]
@@ -122,5 +123,9 @@ def test_table_means_stds_error_rows_and_plot_from_rows(tmp_path: Path) -> None:
     assert "fedavg seed 2: RuntimeError: boom" in markdown
     assert "vs pooled (0.810): -0.015 (goal: within 0.02 — met)" in markdown
     assert "local_a (0.700): +0.095 (goal: at least +0.03 — met)" in markdown
+    # the same verdict by the mean of the held-out centers' AUCs, its own column
+    assert "| pooled | centralized | 3/3 | 0.810 ± 0.008 | 0.810 ± 0.008 |" in markdown
+    assert "by mean held-out AUC (mean of centers): **fedavg** (0.745)" in markdown
+    assert "vs pooled (0.810): -0.065 (goal: within 0.02 — not met)" in markdown
     assert len(list(csv.DictReader((tmp_path / "runs.csv").open()))) == 9
     assert (tmp_path / "compare.png").stat().st_size > 10_000
