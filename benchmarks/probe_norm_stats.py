@@ -132,7 +132,10 @@ def main() -> None:
             continue
         cohort = args.cohort or Path(str(cfg.cohort_dir))
         print(f"{run_dir} (held-out AUC by batch-norm statistics)", flush=True)
-        results[str(run_dir)] = probe(run_dir, cfg, cohort)
+        try:
+            results[str(run_dir)] = probe(run_dir, cfg, cohort)
+        except (FileNotFoundError, KeyError, ValueError) as exc:  # one bad folder does not stop the others
+            print(f"  error: {type(exc).__name__}: {exc}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 
