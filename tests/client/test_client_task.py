@@ -110,8 +110,8 @@ def test_a_site_returns_the_global_statistics_in_frozen_rounds(tiny_cohort: Path
     torch.manual_seed(0)
     state = {k: v.clone() for k, v in task.build_classifier(spec).state_dict().items()}
     stats = [k for k in state if k.endswith(("running_mean", "running_var"))]
-    for phase_round, frozen in ((1, False), (2, True)):
-        params = _params(spec, tmp_path, **{"freeze-norm-stats": 0.5, "phase-round": phase_round, "phase-rounds": 2})
-        arrays, _ = task.train_classifier_round(site, state, params)
-        assert all(torch.equal(arrays[k], state[k]) for k in stats) == frozen
-        assert not all(torch.equal(arrays[k], state[k]) for k in state if k not in stats)
+    # round 2 of 2 with freeze-norm-stats 0.5 (that unfrozen rounds update them: test_training_norm_stats)
+    params = _params(spec, tmp_path, **{"freeze-norm-stats": 0.5, "phase-round": 2, "phase-rounds": 2})
+    arrays, _ = task.train_classifier_round(site, state, params)
+    assert stats and all(torch.equal(arrays[k], state[k]) for k in stats)
+    assert not all(torch.equal(arrays[k], state[k]) for k in state if k not in stats)
