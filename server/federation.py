@@ -170,9 +170,10 @@ class _Run:
         self.state: dict = {}
         self.sites: Sites | None = None
         self.run_key = Path(str(cfg.run_dir)).resolve().name + f"-seed{int(cfg.seed)}"
-        freeze = float(cfg.local.get("freeze_norm_stats") or 0.0)
-        if not 0.0 <= freeze < 1.0:
-            raise ValueError(f"local.freeze_norm_stats must be a fraction of each phase's rounds in [0, 1), got {freeze}")
+        self.freeze_norm_stats = float(cfg.local.get("freeze_norm_stats") or 0.0)
+        if not 0.0 <= self.freeze_norm_stats < 1.0:
+            raise ValueError("local.freeze_norm_stats must be a fraction of each phase's rounds in [0, 1), "
+                             f"got {self.freeze_norm_stats}")
 
     # phases ------------------------------------------------------------------------------
     def plan(self) -> list[tuple[str, int]]:
@@ -218,7 +219,7 @@ class _Run:
             params.update({"local-epochs": int(self.cfg.local.epochs), "phase-rounds": max(1, int(self.cfg.rounds[phase])),
                            "batch-size": int(tr.batch_size),
                            "max-steps-per-epoch": int(self.cfg.local.max_steps_per_epoch or 0),
-                           "freeze-norm-stats": float(self.cfg.local.get("freeze_norm_stats") or 0.0),
+                           "freeze-norm-stats": self.freeze_norm_stats,
                            "synthetic-per-real": float(tr.synthetic_per_real),
                            "class-weighted": bool(tr[phase].get("class_weighted", phase == "stage_b")),
                            "generator-sha256": str(self.state.get("generator_sha256") or "")})

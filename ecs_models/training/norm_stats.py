@@ -75,7 +75,7 @@ def estimate_batch_norm_stats(model: nn.Module, batches: Iterable, device: torch
     if not layers:
         return {}
     saved, was_training = _current(layers), model.training
-    momenta = {n: (m.momentum, m.num_batches_tracked.clone()) for n, m in layers.items()}
+    counters = {n: (m.momentum, m.num_batches_tracked.clone()) for n, m in layers.items()}
     model.to(device).eval()
     for m in layers.values():
         m.reset_running_stats()
@@ -93,8 +93,8 @@ def estimate_batch_norm_stats(model: nn.Module, batches: Iterable, device: torch
     finally:
         _assign(layers, saved)
         for name, m in layers.items():
-            m.momentum = momenta[name][0]
-            m.num_batches_tracked.copy_(momenta[name][1])
+            m.momentum, tracked = counters[name]
+            m.num_batches_tracked.copy_(tracked)
         model.train(was_training)
 
 
