@@ -39,7 +39,8 @@ from ecs_models.training.data import (
 )
 from ecs_models.training.distill import DistillationModel, StageConfig, predict_scores, train_stage
 from ecs_models.training.metrics import CheckpointSelector, choose_threshold, screening_metrics
-from simulations.cohort.generate import generate_cohort
+from simulations.cohort.generate import cohort_fingerprint, generate_cohort
+from simulations.cohort.repartition import is_partition_of
 from simulations.cohort.spec import cohort_spec_from_config
 
 __all__ = ["seed_everything", "resolve_device", "ensure_cohort", "run_training"]
@@ -63,10 +64,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def ensure_cohort(cfg: DictConfig, log: Log) -> Path:
-    """Generate the configured cohort into ``cfg.cohort_dir`` or reuse the identical one there."""
+    """Generate the configured cohort into ``cfg.cohort_dir`` or reuse the identical one there.
+
+    A repartitioned copy of the configured cohort there (``simulations.cohort.repartition``) is
+    used as it is.
+    """
     spec = cohort_spec_from_config(OmegaConf.to_container(cfg.cohort, resolve=True))
     out = Path(cfg.cohort_dir)
-    generate_cohort(spec, out, seed=int(cfg.cohort_seed), workers=int(cfg.cohort_workers), log=log)
+    seed = int(cfg.cohort_seed)
+    if is_partition_of(out, cohort_fingerprint(spec, seed)):
+        log(f"cohort {out} is a repartitioned copy of {spec.name} (seed {seed}); using it as it is")
+        return out
+    generate_cohort(spec, out, seed=seed, workers=int(cfg.cohort_workers), log=log)
     return out
 
 
