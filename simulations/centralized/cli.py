@@ -3,6 +3,8 @@
 Without ``variants`` it trains one configuration; with ``variants`` (an experiment such as
 ``ablation``) it trains every variant for every seed in ``seeds`` and writes one table
 (``table.md``, ``table.csv``: held-out sensitivity, specificity and AUC as mean +- std).
+Rerunning the same command into the same folder (``hydra.run.dir=...``) reuses every variant x
+seed that finished there with the same configuration.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ecs_models import create_model
 from ecs_models.complexity import complexity_report
-from simulations.centralized.run import run_training
+from simulations.centralized.run import finished_run, run_training
 
 REPORT_SIZE = 320  # input size at which the table reports cost (the paper's LSNet input)
 
@@ -107,8 +109,13 @@ def _main(cfg: DictConfig) -> None:
             for variant, overrides in cfg.variants.items():
                 vcfg = variant_config(cfg, {} if overrides is None else OmegaConf.to_container(overrides), seed)
                 cfgs[variant] = vcfg
-                _log(f"== {variant} seed {seed}")
-                metrics = run_training(vcfg, run_dir / variant / f"seed{seed}", _log, synthetic_cache=synthetic_cache)
+                variant_dir = run_dir / variant / f"seed{seed}"
+                metrics = finished_run(variant_dir, vcfg)
+                if metrics is not None:
+                    _log(f"== {variant} seed {seed}: reusing the finished run in {variant_dir}")
+                else:
+                    _log(f"== {variant} seed {seed}")
+                    metrics = run_training(vcfg, variant_dir, _log, synthetic_cache=synthetic_cache)
                 results.setdefault(variant, []).append(metrics)
         (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
         _log(summarise(results, cfgs, run_dir))

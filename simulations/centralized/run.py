@@ -43,7 +43,9 @@ from simulations.cohort.generate import cohort_fingerprint, generate_cohort
 from simulations.cohort.repartition import is_partition_of
 from simulations.cohort.spec import cohort_spec_from_config
 
-__all__ = ["seed_everything", "resolve_device", "ensure_cohort", "run_training"]
+__all__ = ["seed_everything", "resolve_device", "ensure_cohort", "run_training", "finished_run"]
+
+RUN_CONFIG = "config.yaml"  # the run's resolved configuration, written before it trains
 
 Log = Callable[[str], None]
 
@@ -161,6 +163,8 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
     """
     start = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.json").unlink(missing_ok=True)  # a folder holds a finished run or none
+    OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
     generator = seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device)
     cohort_dir = ensure_cohort(cfg, log)
@@ -252,6 +256,20 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
     metrics["seconds"] = time.perf_counter() - start
     _save(run_dir, model, selector, metrics, name, size, threshold, log)
     return metrics
+
+
+def finished_run(run_dir: Path, cfg: DictConfig) -> dict | None:
+    """The metrics of a finished run of exactly ``cfg`` in ``run_dir``, else None.
+
+    Finished = ``metrics.json`` written; same configuration = the saved resolved config equals
+    ``cfg`` resolved. Lets an interrupted ablation skip the variants it already trained.
+    """
+    metrics_path, config_path = run_dir / "metrics.json", run_dir / RUN_CONFIG
+    if not (metrics_path.is_file() and config_path.is_file()):
+        return None
+    if OmegaConf.to_container(OmegaConf.load(config_path)) != OmegaConf.to_container(cfg, resolve=True):
+        return None
+    return json.loads(metrics_path.read_text())
 
 
 def _save(run_dir: Path, model: DistillationModel, selector: CheckpointSelector, metrics: dict,

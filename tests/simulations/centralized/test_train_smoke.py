@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from helpers import compose
 
-from simulations.centralized.run import run_training
+from simulations.centralized.run import finished_run, run_training
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +57,9 @@ def test_same_seed_gives_the_same_run(tmp_path: Path) -> None:
     assert a["threshold"] == b["threshold"]
     assert a["held_out"]["pooled"] == b["held_out"]["pooled"]
     assert a["history"] == b["history"]
+
+    # An ablation rerun reuses a finished folder only for the very same configuration.
+    assert finished_run(tmp_path / "a", cfg) == json.loads(json.dumps(a, default=float))
+    assert finished_run(tmp_path / "a", compose("train", [*overrides, "seed=1"])) is None
+    (tmp_path / "b" / "metrics.json").unlink()  # interrupted before it finished
+    assert finished_run(tmp_path / "b", cfg) is None
