@@ -321,7 +321,8 @@ def train_classifier_round(site: Site, global_state: State, params: Mapping) -> 
     stage = StageConfig(epochs=int(params["local-epochs"]), lr=float(params["lr"]),
                         class_weighted=bool(params.get("class-weighted", phase == "stage_b")),
                         max_steps_per_epoch=max_steps, schedule_span=(phase_round - 1, phase_rounds),
-                        frozen_norm_stats=norm_stats_frozen(phase_round, phase_rounds, float(params.get("freeze-norm-stats", 0.0))))
+                        frozen_norm_stats=norm_stats_frozen(phase_round, phase_rounds, float(params.get("freeze-norm-stats", 0.0))),
+                        teacher_lr=float(params.get("teacher-lr", 0.0)) or None)
     loader = make_loader(TransformedImages(data, size, train=True), batch, shuffle=True, generator=generator)
     device = resolve_device(str(params.get("device", "cpu")))
     train_start = time.perf_counter()

@@ -174,6 +174,10 @@ class _Run:
         if not 0.0 <= self.freeze_norm_stats < 1.0:
             raise ValueError("local.freeze_norm_stats must be a fraction of each phase's rounds in [0, 1), "
                              f"got {self.freeze_norm_stats}")
+        for stage in ("stage_a", "stage_b"):
+            teacher_lr = cfg.training[stage].get("teacher_lr")
+            if teacher_lr is not None and not float(teacher_lr) > 0:
+                raise ValueError(f"training.{stage}.teacher_lr must be a positive learning rate or null, got {teacher_lr}")
 
     # phases ------------------------------------------------------------------------------
     def plan(self) -> list[tuple[str, int]]:
@@ -222,6 +226,7 @@ class _Run:
                            "freeze-norm-stats": self.freeze_norm_stats,
                            "synthetic-per-real": float(tr.synthetic_per_real),
                            "class-weighted": bool(tr[phase].get("class_weighted", phase == "stage_b")),
+                           "teacher-lr": float(tr[phase].get("teacher_lr") or 0.0),  # 0: the stage's lr
                            "generator-sha256": str(self.state.get("generator_sha256") or "")})
         return params
 

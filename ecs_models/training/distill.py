@@ -37,6 +37,7 @@ __all__ = [
     "DistillationModel",
     "class_weights",
     "distillation_losses",
+    "optimizer_groups",
     "train_stage",
     "predict_scores",
 ]
@@ -62,6 +63,14 @@ class StageConfig:
     # update them); the affine weights still train. Federated sites do this late in a phase so
     # that they train as the global model predicts (docs/federated.md, finding 6).
     frozen_norm_stats: bool = False
+    # Adam rate of the teacher and its projector when it differs from ``lr`` (None: ``lr``). The
+    # 6.7 M-parameter teacher does not learn at the student's 1e-3 but does at 2e-4
+    # (docs/ablation.md, measurement 2); the schedule scales both rates alike.
+    teacher_lr: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.teacher_lr is not None and not self.teacher_lr > 0:
+            raise ValueError(f"teacher_lr must be a positive learning rate or None, got {self.teacher_lr}")
 
 
 class _Projector(nn.Sequential):
@@ -153,6 +162,18 @@ def stage_schedule(cfg: StageConfig, steps: int) -> Callable[[int], float]:
     return lambda step: _schedule(offset + step, span, warmup)
 
 
+def optimizer_groups(model: DistillationModel, cfg: StageConfig) -> list[dict]:
+    """Adam parameter groups: one at ``cfg.lr``, or, with ``cfg.teacher_lr`` and a teacher, the
+    teacher and its projector at ``cfg.teacher_lr`` and everything else (student, its projector
+    and predictor) at ``cfg.lr``. Trainable parameters only."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if cfg.teacher_lr is None or not model.distills:
+        return [{"params": trainable, "lr": cfg.lr}]
+    teacher_ids = {id(p) for part in (model.teacher, model.teacher_projector) for p in part.parameters()}
+    return [{"params": [p for p in trainable if id(p) not in teacher_ids], "lr": cfg.lr},
+            {"params": [p for p in trainable if id(p) in teacher_ids], "lr": cfg.teacher_lr}]
+
+
 def train_stage(
     model: DistillationModel,
     train_loader: torch.utils.data.DataLoader,
@@ -170,7 +191,7 @@ def train_stage(
     """
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(optimizer_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader), cfg.max_steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, stage_schedule(cfg, max(1, cfg.epochs * steps_per_epoch)))
     weight = None

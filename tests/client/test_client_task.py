@@ -115,3 +115,15 @@ def test_a_site_returns_the_global_statistics_in_frozen_rounds(tiny_cohort: Path
     arrays, _ = task.train_classifier_round(site, state, params)
     assert stats and all(torch.equal(arrays[k], state[k]) for k in stats)
     assert not all(torch.equal(arrays[k], state[k]) for k in state if k not in stats)
+
+
+def test_a_site_trains_the_teacher_at_the_messages_teacher_lr(tiny_cohort: Path, tmp_path: Path, spec: dict) -> None:
+    assert spec.get("teacher"), "the smoke experiment distills"
+    site = task.Site("university", tiny_cohort / "university", tmp_path)
+    torch.manual_seed(0)
+    state = {k: v.clone() for k, v in task.build_classifier(spec).state_dict().items()}
+    arrays, _ = task.train_classifier_round(site, state, _params(spec, tmp_path, **{"teacher-lr": 1e-12}))
+    weights = [k for k in state if state[k].is_floating_point() and not k.endswith(("running_mean", "running_var"))]
+    moved = {k for k in weights if not torch.allclose(arrays[k], state[k], atol=1e-9)}
+    assert any(k.startswith("student.") for k in moved)
+    assert not any(k.startswith(("teacher.", "teacher_projector.")) for k in moved)
