@@ -47,6 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 from client.task import build_classifier, build_gan, generator_keys, state_sha256
 from ecs_models.export import check_onnx_parity, export_onnx
 from ecs_models.training.binned_metrics import binned_metrics, binned_threshold
+from ecs_models.training.distill import StageConfig
 from ecs_models.training.metrics import CheckpointSelector
 from server.store import RunStore
 from simulations.centralized.run import seed_everything
@@ -176,8 +177,10 @@ class _Run:
                              f"got {self.freeze_norm_stats}")
         for stage in ("stage_a", "stage_b"):
             teacher_lr = cfg.training[stage].get("teacher_lr")
-            if teacher_lr is not None and not float(teacher_lr) > 0:
-                raise ValueError(f"training.{stage}.teacher_lr must be a positive learning rate or null, got {teacher_lr}")
+            try:  # the sites build this StageConfig; refuse its bad values before any round
+                StageConfig(teacher_lr=None if teacher_lr is None else float(teacher_lr))
+            except ValueError as exc:
+                raise ValueError(f"training.{stage}.teacher_lr: {exc}") from None
 
     # phases ------------------------------------------------------------------------------
     def plan(self) -> list[tuple[str, int]]:

@@ -23,7 +23,7 @@ import argparse
 import json
 import random
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -89,8 +89,9 @@ def repartition_iid(source: str | Path, output: str | Path, *, seed: int, log: C
         for row in rows[center]:
             if row.modality == "US":
                 by_patient.setdefault(row.patient_id, (center, []))[1].append(row)
-                if file_owner.setdefault(Path(row.file).name, center) != center:
-                    raise ValueError(f"file name {Path(row.file).name} is used by {file_owner[Path(row.file).name]} and {center}")
+                name = Path(row.file).name
+                if file_owner.setdefault(name, center) != center:
+                    raise ValueError(f"file name {name} is used by {file_owner[name]} and {center}")
         split_patients = _patients_by_split(rows[center])
         quota[center] = {split: len(ids) for split, ids in split_patients.items()}
         for split, ids in split_patients.items():
@@ -129,9 +130,7 @@ def repartition_iid(source: str | Path, output: str | Path, *, seed: int, log: C
         site_rows += [r for r in rows[name] if r.modality == "MR"]
         write_label_file(site / "manifest.csv", site_rows)
         us_patients = {r.patient_id: r.label for r in site_rows if r.modality == "US"}
-        origins = defaultdict(int)
-        for patient in us_patients:
-            origins[by_patient[patient][0]] += 1
+        origins = Counter(by_patient[patient][0] for patient in us_patients)
         new_centers.append({
             **entry, "name": site.name, "scanner": "mixed",
             "us_patients": len(us_patients), "us_files": sum(r.modality == "US" for r in site_rows),
