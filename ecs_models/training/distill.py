@@ -7,8 +7,9 @@ One training step, as the reference describes (all weights 1):
     + BYOL-style alignment 2 - 2 cos(predictor(proj_student), stopgrad(proj_teacher))
 
 The distillation target of a block is d(teacher CE)/d(pre-softmax attention scores) of the
-first attention layer of that teacher block, computed with ``torch.autograd.grad`` on the same
-batch. Raw score gradients are O(1/(B N)) and would give a vanishing MSE, so each target map is
+first attention layer of that teacher block, on the same batch. It is read off the teacher CE's
+own backward pass (the maps retain their gradient), so one walk down the teacher's graph gives both
+the teacher's parameter gradients and the targets, and frees that graph before the student runs. Raw score gradients are O(1/(B N)) and would give a vanishing MSE, so each target map is
 standardised per (sample, patch position, head) — a scale-free target; the release leaves the
 scale open. The student's gradient generator learns only through this MSE (its top-k indices are
 not differentiable), so any path that trains LSNet keeps the MSE on.
@@ -36,7 +37,7 @@ __all__ = [
     "stage_schedule",
     "DistillationModel",
     "class_weights",
-    "distillation_losses",
+    "distillation_backward",
     "optimizer_groups",
     "train_stage",
     "predict_scores",
@@ -113,34 +114,51 @@ def _standardise(target: torch.Tensor) -> torch.Tensor:
     return (target - mean) / (std + 1e-12)
 
 
-def distillation_losses(
+def distillation_backward(
     model: DistillationModel, images: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss of one batch and its parts.
+) -> dict[str, float]:
+    """Backpropagate one batch's total loss into the parameters' ``.grad`` (accumulating, as
+    ``total.backward()`` would) and return the loss and its parts.
 
     Args:
         images: float [B, C, S, S]; labels: int64 [B]; weight: per-class CE weights [K] or None.
 
     Returns:
-        (total loss, {"loss", "ce_student", "ce_teacher", "distill", "align"} as floats).
+        {"loss", "ce_student", "ce_teacher", "distill", "align"} as floats (just "loss" and
+        "ce_student" without a teacher).
+
+    Raises:
+        FloatingPointError: a non-finite loss (nothing is stepped; the caller zeroes the grads).
     """
     if not model.distills:
         ce = F.cross_entropy(model.student(images), labels, weight=weight)
-        return ce, {"loss": ce.item(), "ce_student": ce.item()}
+        _check_finite(ce, ce_student=ce)
+        ce.backward()
+        return {"loss": ce.item(), "ce_student": ce.item()}
     t_out = model.teacher.forward_with_maps(images)
     ce_t = F.cross_entropy(t_out.logits, labels, weight=weight)
-    grads = torch.autograd.grad(ce_t, t_out.maps, retain_graph=True)
-    targets = [_standardise(g.detach()) for g in grads]
+    _check_finite(ce_t, ce_teacher=ce_t)
+    for score_map in t_out.maps:
+        score_map.retain_grad()
+    with torch.no_grad():  # the alignment's target side (stop-gradient)
+        z_t = F.normalize(model.teacher_projector(t_out.features), dim=-1)
+    ce_t.backward()  # teacher parameter gradients and, on the maps, the distillation targets
+    targets = [_standardise(score_map.grad) for score_map in t_out.maps]
     s_out = model.student.forward_with_maps(images)
     ce_s = F.cross_entropy(s_out.logits, labels, weight=weight)
     distill = sum(F.mse_loss(g_hat, target) for g_hat, target in zip(s_out.maps, targets, strict=True))
-    z_t = F.normalize(model.teacher_projector(t_out.features), dim=-1).detach()
     z_s = F.normalize(model.student_predictor(model.student_projector(s_out.features)), dim=-1)
     align = (2 - 2 * (z_s * z_t).sum(dim=-1)).mean()
-    total = ce_t + ce_s + distill + align
-    parts = {"loss": total.item(), "ce_student": ce_s.item(), "ce_teacher": ce_t.item(),
-             "distill": distill.item(), "align": align.item()}
-    return total, parts
+    student_loss = ce_s + distill + align  # no gradient of these reaches the teacher (targets detached)
+    _check_finite(student_loss, ce_student=ce_s, distill=distill, align=align)
+    student_loss.backward()
+    parts = {"ce_student": ce_s.item(), "ce_teacher": ce_t.item(), "distill": distill.item(), "align": align.item()}
+    return {"loss": sum(parts.values()), **parts}
+
+
+def _check_finite(loss: torch.Tensor, **parts: torch.Tensor) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError("non-finite loss: " + ", ".join(f"{k}={v.item():.4g}" for k, v in parts.items()))
 
 
 def _schedule(step: int, total: int, warmup: int) -> float:
@@ -211,11 +229,11 @@ def train_stage(
             if step >= steps_per_epoch:
                 break
             images, labels = images.to(device), labels.to(device)
-            loss, parts = distillation_losses(model, images, labels, weight)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step}: {parts}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            try:
+                parts = distillation_backward(model, images, labels, weight)
+            except FloatingPointError as exc:
+                raise FloatingPointError(f"epoch {epoch} step {step}: {exc}") from None
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
             optimizer.step()
             scheduler.step()

@@ -1,4 +1,5 @@
-"""The stage learning-rate schedule: whole (centralized) and split over federated rounds."""
+"""Distillation training: the stage learning-rate schedule (whole and split over federated
+rounds), the teacher's own rate, and one training step's gradients."""
 
 from __future__ import annotations
 
@@ -70,3 +71,51 @@ def test_teacher_gets_its_own_learning_rate() -> None:
 def test_teacher_lr_must_be_positive() -> None:
     with pytest.raises(ValueError, match="teacher_lr"):
         StageConfig(teacher_lr=0.0)
+
+
+def test_one_backward_pass_equals_the_two_pass_definition() -> None:
+    """The teacher's backward gives its parameter gradients and the distillation targets at once:
+    every gradient equals the definition (targets by ``autograd.grad``, then ``total.backward()``)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ecs_models.training.distill import _standardise, distillation_backward
+
+    model = _tiny_distillation_model()
+    images, labels = torch.randn(3, 1, 64, 64), torch.tensor([0, 1, 1])
+    weight = torch.tensor([0.7, 1.6])
+
+    t_out = model.teacher.forward_with_maps(images)
+    ce_t = F.cross_entropy(t_out.logits, labels, weight=weight)
+    targets = [_standardise(g) for g in torch.autograd.grad(ce_t, t_out.maps, retain_graph=True)]
+    s_out = model.student.forward_with_maps(images)
+    ce_s = F.cross_entropy(s_out.logits, labels, weight=weight)
+    distill = sum(F.mse_loss(g_hat, target) for g_hat, target in zip(s_out.maps, targets, strict=True))
+    z_t = F.normalize(model.teacher_projector(t_out.features), dim=-1).detach()
+    z_s = F.normalize(model.student_predictor(model.student_projector(s_out.features)), dim=-1)
+    total = ce_t + ce_s + distill + (2 - 2 * (z_s * z_t).sum(dim=-1)).mean()
+    total.backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+
+    parts = distillation_backward(model, images, labels, weight)
+    got = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert got.keys() == expected.keys()
+    assert any(k.startswith("teacher.") for k in got) and any(k.startswith("student.") for k in got)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert parts["loss"] == pytest.approx(total.item(), rel=1e-5)
+    assert parts["distill"] == pytest.approx(distill.item(), rel=1e-5)
+
+
+def test_non_finite_loss_is_refused_naming_the_step() -> None:
+    import torch
+
+    from ecs_models.training.distill import train_stage
+
+    model = _tiny_distillation_model()
+    images = torch.randn(2, 1, 64, 64)
+    images[0, 0, 0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="epoch 0 step 0: non-finite loss: ce_teacher=nan"):
+        train_stage(model, [(images, torch.tensor([0, 1]))], StageConfig(epochs=1), device=torch.device("cpu"),
+                    log=lambda _m: None)
