@@ -225,7 +225,8 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
     ):
         if stage_cfg.epochs == 0:
             continue
-        log(f"  stage {stage}: {len(data)} images, {stage_cfg.epochs} epochs, lr {stage_cfg.lr}")
+        teacher_lr = f", teacher lr {stage_cfg.teacher_lr}" if teacher is not None and stage_cfg.teacher_lr else ""
+        log(f"  stage {stage}: {len(data)} images, {stage_cfg.epochs} epochs, lr {stage_cfg.lr}{teacher_lr}")
         loader = make_loader(TransformedImages(data, size, train=True), batch, shuffle=True, generator=generator,
                          workers=int(tr.num_workers))
         train_stage(model, loader, stage_cfg, device=device, labels_for_weights=train_labels,

@@ -63,3 +63,13 @@ def test_same_seed_gives_the_same_run(tmp_path: Path) -> None:
     assert finished_run(tmp_path / "a", compose("train", [*overrides, "seed=1"])) is None
     (tmp_path / "b" / "metrics.json").unlink()  # interrupted before it finished
     assert finished_run(tmp_path / "b", cfg) is None
+
+
+def test_ablation_experiment_selects_its_cpu_recipe_and_the_command_line_wins() -> None:
+    """experiment=ablation trains with the recipe its rows were measured with (teacher at its own
+    rate); training=gpu on the command line still replaces it."""
+    cfg = compose("train", ["experiment=ablation"])
+    assert (cfg.training.batch_size, cfg.training.stage_a.lr, cfg.training.stage_a.teacher_lr) == (8, 1e-3, 2e-4)
+    assert list(cfg.seeds) == [0, 1, 2] and "lsnet_full" in cfg.variants
+    gpu = compose("train", ["experiment=ablation", "training=gpu"])
+    assert (gpu.training.batch_size, gpu.training.stage_a.teacher_lr) == (32, None)
