@@ -43,7 +43,8 @@ from simulations.cohort.generate import cohort_fingerprint, generate_cohort
 from simulations.cohort.repartition import is_partition_of
 from simulations.cohort.spec import cohort_spec_from_config
 
-__all__ = ["seed_everything", "resolve_device", "ensure_cohort", "run_training", "finished_run"]
+__all__ = ["seed_everything", "resolve_device", "ensure_cohort", "run_training", "finished_run", "held_out_datasets",
+           "student_from_run"]
 
 RUN_CONFIG = "config.yaml"  # the run's resolved configuration, written before it trains
 
@@ -79,6 +80,13 @@ def ensure_cohort(cfg: DictConfig, log: Log) -> Path:
         return out
     generate_cohort(spec, out, seed=seed, workers=int(cfg.cohort_workers), log=log)
     return out
+
+
+def held_out_datasets(cfg: DictConfig, cohort_dir: Path, centers: list[str]) -> dict[str, object]:
+    """Every ultrasound image of each held-out center (all splits), preprocessed as ``cfg`` trains:
+    center -> dataset of ``([1, S, S] in [0, 1], label)`` with ``patient_ids``."""
+    pp = PreprocessConfig(output_size=int(cfg.training.preprocess_size))
+    return {c: site_us_dataset(cohort_dir / c, ["train", "val", "test", ""], pp, cfg.paths.cache) for c in centers}
 
 
 def _centers(cohort_dir: Path, cfg: DictConfig) -> tuple[list[str], list[str]]:
@@ -175,7 +183,7 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
     real_train = combine([site_us_dataset(cohort_dir / c, ["train"], pp, cache) for c in train_centers])
     val = combine([site_us_dataset(cohort_dir / c, ["val"], pp, cache) for c in train_centers])
     internal_test = {c: site_us_dataset(cohort_dir / c, ["test"], pp, cache) for c in train_centers}
-    held_out_sets = {c: site_us_dataset(cohort_dir / c, ["train", "val", "test", ""], pp, cache) for c in held_out}
+    held_out_sets = held_out_datasets(cfg, cohort_dir, held_out)
     train_labels = dataset_labels(real_train)
     log(f"  real ultrasound: train {len(real_train)} ({int(train_labels.sum())} positive), val {len(val)}")
 
@@ -257,6 +265,17 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
     metrics["seconds"] = time.perf_counter() - start
     _save(run_dir, model, selector, metrics, name, size, threshold, log)
     return metrics
+
+
+def student_from_run(run_dir: Path) -> tuple[torch.nn.Module, DictConfig, dict]:
+    """The kept student of a finished run (eval mode, CPU), its resolved config and its metrics."""
+    cfg = OmegaConf.load(run_dir / RUN_CONFIG)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    name, kwargs = _student_kwargs(cfg)
+    student = create_model(name, **kwargs)
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+    student.load_state_dict({k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")})
+    return student.eval(), cfg, metrics
 
 
 def finished_run(run_dir: Path, cfg: DictConfig) -> dict | None:

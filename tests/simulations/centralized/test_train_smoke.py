@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 from helpers import compose
 
+from simulations.centralized.paired import score_held_out
 from simulations.centralized.run import finished_run, run_training
 
 
@@ -73,3 +74,16 @@ def test_ablation_experiment_selects_its_cpu_recipe_and_the_command_line_wins() 
     assert list(cfg.seeds) == [0, 1, 2] and "lsnet_full" in cfg.variants
     gpu = compose("train", ["experiment=ablation", "training=gpu"])
     assert (gpu.training.batch_size, gpu.training.stage_a.teacher_lr) == (32, None)
+
+
+def test_a_finished_run_is_rescored_as_it_was_evaluated(smoke_run: Path) -> None:
+    """The paired comparison re-scores the kept student: same held-out figures as metrics.json."""
+    from ecs_models.training.metrics import screening_metrics
+
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    run = score_held_out(smoke_run, log=lambda _m: None)
+    pooled = metrics["held_out"]["pooled"]
+    assert len(run["labels"]) == len(run["patients"]) == pooled["n"]
+    again = screening_metrics(run["labels"], run["scores"], run["threshold"])
+    for key in ("auc", "sensitivity", "specificity"):
+        assert again[key] == pytest.approx(pooled[key], abs=1e-6, nan_ok=True)

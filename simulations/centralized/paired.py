@@ -1,0 +1,119 @@
+"""Paired comparison of finished ``ecs-train`` runs on the same held-out images: is B better than A?
+
+Runs are paired by position (A's i-th with B's i-th, typically the same seed). Each run's kept
+student is re-scored on every held-out image; the statistic is the mean over pairs of
+``metric(B_i) - metric(A_i)`` for AUC and for sensitivity and specificity at each run's own
+operating point (its ``metrics.json`` threshold), with a 95 % interval from a bootstrap over
+held-out *patients* (all images of a patient drawn together; the same draw for every pair).
+
+    python -m simulations.centralized.paired --a RUN_A0 RUN_A1 RUN_A2 --b RUN_B0 RUN_B1 RUN_B2
+    python -m simulations.centralized.paired --a abl/lsnet_no_synthesis/seed* --b abl/lsnet_full/seed*
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ecs_models.training.data import TransformedImages, combine, dataset_labels, make_loader
+from ecs_models.training.distill import predict_scores
+from ecs_models.training.metrics import screening_metrics
+from simulations.centralized.run import held_out_datasets, student_from_run
+
+METRICS = ("auc", "sensitivity", "specificity")
+
+
+def score_held_out(run_dir: Path, log=print) -> dict:
+    """Re-score a finished run's student on all held-out images.
+
+    Returns {"labels": int [N], "scores": float [N] (probability of invasion), "patients": [N] ids,
+    "threshold": the run's operating point}; items in the cohort's center and file order.
+    """
+    if not (run_dir / "metrics.json").is_file():
+        raise FileNotFoundError(f"{run_dir}: no metrics.json (not a finished ecs-train run)")
+    student, cfg, metrics = student_from_run(run_dir)
+    datasets = held_out_datasets(cfg, Path(cfg.cohort_dir), list(metrics["held_out_centers"]))
+    data = combine(list(datasets.values()))
+    size, batch = int(cfg.training.img_size), int(cfg.training.eval_batch_size)
+    log(f"scoring {run_dir} on {len(data)} held-out images")
+    labels, scores = predict_scores(student, make_loader(TransformedImages(data, size, train=False), batch, shuffle=False),
+                                    torch.device("cpu"))
+    if not np.array_equal(labels, dataset_labels(data)):
+        raise RuntimeError(f"{run_dir}: scored labels out of order")
+    patients = [f"{c}/{p}" for c, d in datasets.items() for p in d.patient_ids]
+    return {"labels": labels, "scores": scores, "patients": patients, "threshold": float(metrics["threshold"])}
+
+
+def _metrics(run: dict, index: np.ndarray) -> dict[str, float]:
+    m = screening_metrics(run["labels"][index], run["scores"][index], run["threshold"])
+    return {k: m[k] for k in METRICS}
+
+
+def paired_bootstrap(runs_a: list[dict], runs_b: list[dict], resamples: int = 2000, seed: int = 0) -> dict:
+    """Mean over pairs of B - A per metric, with a patient-level bootstrap.
+
+    Returns {metric: {"a": mean A, "b": mean B, "diff": mean B - A, "low", "high": 95 % interval,
+    "p_not_better": share of resamples with diff <= 0}}.
+    """
+    if len(runs_a) != len(runs_b) or not runs_a:
+        raise ValueError(f"need the same number of runs on both sides, got {len(runs_a)} and {len(runs_b)}")
+    patients = runs_a[0]["patients"]
+    for run in runs_a + runs_b:
+        if run["patients"] != patients or not np.array_equal(run["labels"], runs_a[0]["labels"]):
+            raise ValueError("the runs were not evaluated on the same held-out images (different cohorts?)")
+    ids, inverse = np.unique(np.asarray(patients), return_inverse=True)
+    items_of = [np.flatnonzero(inverse == i) for i in range(len(ids))]
+    everything = np.arange(len(patients))
+
+    def mean_diff(index: np.ndarray) -> dict[str, float]:
+        diffs = [{k: mb[k] - ma[k] for k in METRICS} for ma, mb in
+                 ((_metrics(a, index), _metrics(b, index)) for a, b in zip(runs_a, runs_b, strict=True))]
+        return {k: float(np.nanmean([d[k] for d in diffs])) for k in METRICS}
+
+    rng = np.random.default_rng(seed)
+    draws = [mean_diff(np.concatenate([items_of[i] for i in rng.integers(0, len(ids), len(ids))]))
+             for _ in range(resamples)]
+    observed = mean_diff(everything)
+    result = {}
+    for k in METRICS:
+        values = np.asarray([d[k] for d in draws])
+        result[k] = {"a": float(np.mean([_metrics(a, everything)[k] for a in runs_a])),
+                     "b": float(np.mean([_metrics(b, everything)[k] for b in runs_b])),
+                     "diff": observed[k], "low": float(np.nanpercentile(values, 2.5)),
+                     "high": float(np.nanpercentile(values, 97.5)), "p_not_better": float(np.mean(values <= 0))}
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m simulations.centralized.paired", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--a", nargs="+", type=Path, required=True, help="run folders of the reference (A)")
+    parser.add_argument("--b", nargs="+", type=Path, required=True, help="run folders compared with it (B), same order")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap draws of held-out patients")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
+    parser.add_argument("--json", type=Path, help="also write the result to this file")
+    args = parser.parse_args(argv)
+    try:
+        runs_a = [score_held_out(d) for d in args.a]
+        runs_b = [score_held_out(d) for d in args.b]
+        result = paired_bootstrap(runs_a, runs_b, args.resamples, args.seed)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        sys.exit(f"paired: {exc}")
+    n_pos = int(runs_a[0]["labels"].sum())
+    print(f"{len(runs_a)} pair(s); {len(runs_a[0]['labels'])} held-out images ({n_pos} positive) of "
+          f"{len(set(runs_a[0]['patients']))} patients; {args.resamples} patient-level bootstrap draws")
+    print("| metric | A (mean) | B (mean) | B - A | 95 % interval | P(B - A <= 0) |")
+    print("|---|---|---|---|---|---|")
+    for k, r in result.items():
+        print(f"| {k} | {r['a']:.3f} | {r['b']:.3f} | {r['diff']:+.3f} | [{r['low']:+.3f}, {r['high']:+.3f}] | {r['p_not_better']:.3f} |")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
