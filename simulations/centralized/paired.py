@@ -8,6 +8,7 @@ held-out *patients* (all images of a patient drawn together; the same draw for e
 
     python -m simulations.centralized.paired --a RUN_A0 RUN_A1 RUN_A2 --b RUN_B0 RUN_B1 RUN_B2
     python -m simulations.centralized.paired --a abl/lsnet_no_synthesis/seed* --b abl/lsnet_full/seed*
+    ... --synthetic abl/lsnet_full/seed0/synthetic.npz   # also: do the students read the synthetic images?
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from ecs_models.training.data import TransformedImages, combine, dataset_labels, make_loader
 from ecs_models.training.distill import predict_scores
 from ecs_models.training.metrics import screening_metrics
-from simulations.centralized.run import held_out_datasets, student_from_run
+from simulations.centralized.run import held_out_datasets, load_synthetic, student_from_run
 
 METRICS = ("auc", "sensitivity", "specificity")
 
@@ -39,14 +40,28 @@ def score_held_out(run_dir: Path, log=print) -> dict:
     student, cfg, metrics = student_from_run(run_dir)
     datasets = held_out_datasets(cfg, Path(cfg.cohort_dir), list(metrics["held_out_centers"]))
     data = combine(list(datasets.values()))
-    size, batch = int(cfg.training.img_size), int(cfg.training.eval_batch_size)
     log(f"scoring {run_dir} on {len(data)} held-out images")
-    labels, scores = predict_scores(student, make_loader(TransformedImages(data, size, train=False), batch, shuffle=False),
-                                    torch.device("cpu"))
+    labels, scores = _score(student, cfg, data)
     if not np.array_equal(labels, dataset_labels(data)):
         raise RuntimeError(f"{run_dir}: scored labels out of order")
     patients = [f"{c}/{p}" for c, d in datasets.items() for p in d.patient_ids]
     return {"labels": labels, "scores": scores, "patients": patients, "threshold": float(metrics["threshold"])}
+
+
+def _score(student: torch.nn.Module, cfg, data) -> tuple[np.ndarray, np.ndarray]:
+    size, batch = int(cfg.training.img_size), int(cfg.training.eval_batch_size)
+    loader = make_loader(TransformedImages(data, size, train=False), batch, shuffle=False)
+    return predict_scores(student, loader, torch.device("cpu"))
+
+
+def score_synthetic(run_dir: Path, synthetic_file: Path) -> dict[str, float]:
+    """A run's student on labelled synthetic ultrasound (``synthetic.npz`` of a run that
+    synthesized): AUC, and sensitivity / specificity at the run's operating point. A student
+    trained on real images only tells whether the synthetic images carry the label's anatomy."""
+    student, cfg, metrics = student_from_run(run_dir)
+    labels, scores = _score(student, cfg, load_synthetic(synthetic_file))
+    m = screening_metrics(labels, scores, float(metrics["threshold"]))
+    return {k: m[k] for k in METRICS} | {"n": int(len(labels)), "positives": int(labels.sum())}
 
 
 def _metrics(run: dict, index: np.ndarray) -> dict[str, float]:
@@ -96,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--b", nargs="+", type=Path, required=True, help="run folders compared with it (B), same order")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap draws of held-out patients")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
+    parser.add_argument("--synthetic", type=Path,
+                        help="also score every run on this synthetic.npz (from a run that synthesized)")
     parser.add_argument("--json", type=Path, help="also write the result to this file")
     args = parser.parse_args(argv)
     try:
@@ -111,6 +128,14 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|")
     for k, r in result.items():
         print(f"| {k} | {r['a']:.3f} | {r['b']:.3f} | {r['diff']:+.3f} | [{r['low']:+.3f}, {r['high']:+.3f}] | {r['p_not_better']:.3f} |")
+    if args.synthetic is not None:
+        print(f"on {args.synthetic} (labelled synthetic ultrasound):")
+        for side, dirs in (("A", args.a), ("B", args.b)):
+            for d in dirs:
+                m = score_synthetic(d, args.synthetic)
+                result.setdefault("synthetic", {})[str(d)] = m
+                print(f"  {side} {d}: AUC {m['auc']:.3f}, sensitivity {m['sensitivity']:.3f}, "
+                      f"specificity {m['specificity']:.3f} ({m['n']} images, {m['positives']} positive)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -44,9 +44,10 @@ from simulations.cohort.repartition import is_partition_of
 from simulations.cohort.spec import cohort_spec_from_config
 
 __all__ = ["seed_everything", "resolve_device", "ensure_cohort", "run_training", "finished_run", "held_out_datasets",
-           "student_from_run"]
+           "student_from_run", "save_synthetic", "load_synthetic"]
 
 RUN_CONFIG = "config.yaml"  # the run's resolved configuration, written before it trains
+SYNTHETIC_FILE = "synthetic.npz"  # the synthetic ultrasound stage A trained on (uint8 images, labels)
 
 Log = Callable[[str], None]
 
@@ -87,6 +88,20 @@ def held_out_datasets(cfg: DictConfig, cohort_dir: Path, centers: list[str]) -> 
     center -> dataset of ``([1, S, S] in [0, 1], label)`` with ``patient_ids``."""
     pp = PreprocessConfig(output_size=int(cfg.training.preprocess_size))
     return {c: site_us_dataset(cohort_dir / c, ["train", "val", "test", ""], pp, cfg.paths.cache) for c in centers}
+
+
+def save_synthetic(path: Path, dataset) -> None:
+    """Write a dataset of ``([1, S, S] in [0, 1], label)`` items as ``images`` uint8 [N, S, S] and
+    ``labels`` int64 [N] (compressed npz; 70 images at 128 px are ~1 MB)."""
+    images = np.stack([np.asarray(dataset[i][0])[0] for i in range(len(dataset))]) if len(dataset) else np.zeros((0, 1, 1))
+    np.savez_compressed(path, images=np.round(images * 255).astype(np.uint8), labels=dataset_labels(dataset))
+
+
+def load_synthetic(path: Path):
+    """The images saved by :func:`save_synthetic` as a dataset of ``([1, S, S] in [0, 1], label)``."""
+    with np.load(path) as saved:
+        images = torch.from_numpy(saved["images"].astype(np.float32) / 255.0)[:, None]
+        return synthetic_dataset(images * 2.0 - 1.0, saved["labels"].tolist())
 
 
 def _centers(cohort_dir: Path, cfg: DictConfig) -> tuple[list[str], list[str]]:
@@ -198,6 +213,7 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
             if synthetic_cache is not None:
                 synthetic_cache[key] = (synthetic, gan_metrics)
         synthetic = _cap_synthetic(synthetic, len(real_train), float(tr.synthetic_per_real), generator)
+        save_synthetic(run_dir / SYNTHETIC_FILE, synthetic)
 
     name, kwargs = _student_kwargs(cfg)
     student = create_model(name, **kwargs)

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from helpers import compose
 
-from simulations.centralized.paired import score_held_out
+from simulations.centralized.paired import score_held_out, score_synthetic
 from simulations.centralized.run import finished_run, run_training
 
 
@@ -87,3 +87,15 @@ def test_a_finished_run_is_rescored_as_it_was_evaluated(smoke_run: Path) -> None
     again = screening_metrics(run["labels"], run["scores"], run["threshold"])
     for key in ("auc", "sensitivity", "specificity"):
         assert again[key] == pytest.approx(pooled[key], abs=1e-6, nan_ok=True)
+
+
+def test_synthetic_images_are_kept_with_the_run_and_can_be_scored(smoke_run: Path) -> None:
+    from simulations.centralized.run import load_synthetic
+
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    synthetic = load_synthetic(smoke_run / "synthetic.npz")
+    assert len(synthetic) == metrics["gan"]["synthetic_images"] > 0
+    image, label = synthetic[0]
+    assert image.shape[0] == 1 and float(image.min()) >= 0 and float(image.max()) <= 1 and label in (0, 1)
+    m = score_synthetic(smoke_run, smoke_run / "synthetic.npz")
+    assert m["n"] == len(synthetic) and 0 <= m["sensitivity"] <= 1
