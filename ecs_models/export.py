@@ -60,7 +60,9 @@ def check_onnx_parity(
 ) -> float:
     """Max abs difference between torch (eval, no_grad) and onnxruntime logits for ``input``.
 
-    Raises ``AssertionError`` when it exceeds ``atol``; returns the difference otherwise.
+    Raises ``AssertionError`` when it exceeds ``atol * max(1, max |logit|)`` (float32 rounding
+    grows with the logits' scale: a baseline with logits ~5 differs by ~1e-4 for that reason
+    alone); returns the difference otherwise.
     """
     import onnxruntime as ort
 
@@ -75,6 +77,7 @@ def check_onnx_parity(
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (actual,) = session.run(None, {session.get_inputs()[0].name: input.cpu().numpy()})
     diff = float(np.max(np.abs(actual - expected)))
-    if diff > atol:
-        raise AssertionError(f"ONNX parity {diff:.3g} exceeds atol {atol:.3g} for {path}")
+    limit = atol * max(1.0, float(np.max(np.abs(expected))))
+    if diff > limit:
+        raise AssertionError(f"ONNX parity {diff:.3g} exceeds {limit:.3g} (atol {atol:.3g} x logit scale) for {path}")
     return diff

@@ -311,7 +311,6 @@ def finished_run(run_dir: Path, cfg: DictConfig) -> dict | None:
 def _save(run_dir: Path, model: DistillationModel, selector: CheckpointSelector, metrics: dict,
           name: str, size: int, threshold: float, log: Log) -> None:
     torch.save({"model": model.state_dict(), "selector": selector.state_dict(), "metrics": metrics}, run_dir / "checkpoint.pt")
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     model_dir = run_dir / "model"
     model_dir.mkdir(exist_ok=True)
     stem = "lsnet" if name == "lsnet" else name.replace(":", "_")
@@ -327,4 +326,6 @@ def _save(run_dir: Path, model: DistillationModel, selector: CheckpointSelector,
         "onnx_max_abs_diff": diff,
     }
     (model_dir / "operating_point.json").write_text(json.dumps(operating_point, indent=2) + "\n")
+    # last: metrics.json marks the folder as a finished run (finished_run), so a failed export is not one
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     log(f"  exported {onnx_path} (onnxruntime max abs diff {diff:.2e}), threshold {threshold:.4f}")
