@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 from ecs_models import create_model  # noqa: E402
 from ecs_models.training.distill import DistillationModel, StageConfig, train_stage  # noqa: E402
+from simulations.centralized.run import resolve_device  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -71,8 +72,7 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     batches = [(torch.randn(args.batch, 1, args.size, args.size), torch.randint(0, 2, (args.batch,)))
                for _ in range(args.steps)]

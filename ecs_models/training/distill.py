@@ -8,8 +8,9 @@ One training step, as the reference describes (all weights 1):
 
 The distillation target of a block is d(teacher CE)/d(pre-softmax attention scores) of the
 first attention layer of that teacher block, on the same batch. It is read off the teacher CE's
-own backward pass (the maps retain their gradient), so one walk down the teacher's graph gives both
-the teacher's parameter gradients and the targets, and frees that graph before the student runs. Raw score gradients are O(1/(B N)) and would give a vanishing MSE, so each target map is
+own backward pass (the maps retain their gradient), so one walk down the teacher's graph gives
+both the teacher's parameter gradients and the targets, and frees that graph before the student
+runs. Raw score gradients are O(1/(B N)) and would give a vanishing MSE, so each target map is
 standardised per (sample, patch position, head) — a scale-free target; the release leaves the
 scale open. The student's gradient generator learns only through this MSE (its top-k indices are
 not differentiable), so any path that trains LSNet keeps the MSE on.

@@ -29,15 +29,20 @@ from simulations.centralized.run import held_out_datasets, load_synthetic, stude
 METRICS = ("auc", "sensitivity", "specificity")
 
 
-def score_held_out(run_dir: Path, log=print) -> dict:
-    """Re-score a finished run's student on all held-out images.
+def _load(run_dir: Path) -> tuple[torch.nn.Module, object, dict]:
+    if not (run_dir / "metrics.json").is_file():
+        raise FileNotFoundError(f"{run_dir}: no metrics.json (not a finished ecs-train run)")
+    return student_from_run(run_dir)
+
+
+def score_held_out(run_dir: Path, log=print, *, loaded: tuple | None = None) -> dict:
+    """Re-score a finished run's student on all held-out images (``loaded``: its
+    :func:`student_from_run` result, when the caller has it already).
 
     Returns {"labels": int [N], "scores": float [N] (probability of invasion), "patients": [N] ids,
     "threshold": the run's operating point}; items in the cohort's center and file order.
     """
-    if not (run_dir / "metrics.json").is_file():
-        raise FileNotFoundError(f"{run_dir}: no metrics.json (not a finished ecs-train run)")
-    student, cfg, metrics = student_from_run(run_dir)
+    student, cfg, metrics = loaded or _load(run_dir)
     datasets = held_out_datasets(cfg, Path(cfg.cohort_dir), list(metrics["held_out_centers"]))
     data = combine(list(datasets.values()))
     log(f"scoring {run_dir} on {len(data)} held-out images")
@@ -54,11 +59,11 @@ def _score(student: torch.nn.Module, cfg, data) -> tuple[np.ndarray, np.ndarray]
     return predict_scores(student, loader, torch.device("cpu"))
 
 
-def score_synthetic(run_dir: Path, synthetic_file: Path) -> dict[str, float]:
+def score_synthetic(run_dir: Path, synthetic_file: Path, *, loaded: tuple | None = None) -> dict[str, float]:
     """A run's student on labelled synthetic ultrasound (``synthetic.npz`` of a run that
     synthesized): AUC, and sensitivity / specificity at the run's operating point. A student
     trained on real images only tells whether the synthetic images carry the label's anatomy."""
-    student, cfg, metrics = student_from_run(run_dir)
+    student, cfg, metrics = loaded or _load(run_dir)
     labels, scores = _score(student, cfg, load_synthetic(synthetic_file))
     m = screening_metrics(labels, scores, float(metrics["threshold"]))
     return {k: m[k] for k in METRICS} | {"n": int(len(labels)), "positives": int(labels.sum())}
@@ -85,20 +90,21 @@ def paired_bootstrap(runs_a: list[dict], runs_b: list[dict], resamples: int = 20
     items_of = [np.flatnonzero(inverse == i) for i in range(len(ids))]
     everything = np.arange(len(patients))
 
-    def mean_diff(index: np.ndarray) -> dict[str, float]:
-        diffs = [{k: mb[k] - ma[k] for k in METRICS} for ma, mb in
-                 ((_metrics(a, index), _metrics(b, index)) for a, b in zip(runs_a, runs_b, strict=True))]
-        return {k: float(np.nanmean([d[k] for d in diffs])) for k in METRICS}
+    def per_pair(index: np.ndarray) -> list[tuple[dict, dict]]:
+        return [(_metrics(a, index), _metrics(b, index)) for a, b in zip(runs_a, runs_b, strict=True)]
+
+    def mean_diff(pairs: list[tuple[dict, dict]]) -> dict[str, float]:
+        return {k: float(np.nanmean([mb[k] - ma[k] for ma, mb in pairs])) for k in METRICS}
 
     rng = np.random.default_rng(seed)
-    draws = [mean_diff(np.concatenate([items_of[i] for i in rng.integers(0, len(ids), len(ids))]))
+    draws = [mean_diff(per_pair(np.concatenate([items_of[i] for i in rng.integers(0, len(ids), len(ids))])))
              for _ in range(resamples)]
-    observed = mean_diff(everything)
+    full = per_pair(everything)
+    observed = mean_diff(full)
     result = {}
     for k in METRICS:
         values = np.asarray([d[k] for d in draws])
-        result[k] = {"a": float(np.mean([_metrics(a, everything)[k] for a in runs_a])),
-                     "b": float(np.mean([_metrics(b, everything)[k] for b in runs_b])),
+        result[k] = {"a": float(np.mean([ma[k] for ma, _ in full])), "b": float(np.mean([mb[k] for _, mb in full])),
                      "diff": observed[k], "low": float(np.nanpercentile(values, 2.5)),
                      "high": float(np.nanpercentile(values, 97.5)), "p_not_better": float(np.mean(values <= 0))}
     return result
@@ -116,8 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the result to this file")
     args = parser.parse_args(argv)
     try:
-        runs_a = [score_held_out(d) for d in args.a]
-        runs_b = [score_held_out(d) for d in args.b]
+        loaded = {d: _load(d) for d in dict.fromkeys(args.a + args.b)}  # each run once, even if named twice
+        scored = {d: score_held_out(d, loaded=run) for d, run in loaded.items()}
+        runs_a, runs_b = [scored[d] for d in args.a], [scored[d] for d in args.b]
         result = paired_bootstrap(runs_a, runs_b, args.resamples, args.seed)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         sys.exit(f"paired: {exc}")
@@ -132,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"on {args.synthetic} (labelled synthetic ultrasound):")
         for side, dirs in (("A", args.a), ("B", args.b)):
             for d in dirs:
-                m = score_synthetic(d, args.synthetic)
+                m = score_synthetic(d, args.synthetic, loaded=loaded[d])
                 result.setdefault("synthetic", {})[str(d)] = m
                 print(f"  {side} {d}: AUC {m['auc']:.3f}, sensitivity {m['sensitivity']:.3f}, "
                       f"specificity {m['specificity']:.3f} ({m['n']} images, {m['positives']} positive)")
