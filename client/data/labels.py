@@ -98,7 +98,8 @@ def _parse_row(raw: dict[str, str], where: str, line: int) -> LabelRow:
         raise LabelFileError(f"{where}: unknown split {split!r} (expected train, val or test)")
     invasion = values.get("invasion", "")
     if invasion not in ("",) + INVASION_CLASSES:
-        raise LabelFileError(f"{where}: unknown invasion {invasion!r} (expected {INVASION_CLASSES})")
+        raise LabelFileError(
+            f"{where}: unknown invasion {invasion!r} (expected normal, superficial or deep)")
     if invasion and (invasion != "normal") != bool(label):
         raise LabelFileError(f"{where}: invasion={invasion!r} contradicts label={label}")
     depth_ratio = _optional_float(values.get("depth_ratio", ""), "depth_ratio", where)
@@ -114,7 +115,8 @@ def _parse_row(raw: dict[str, str], where: str, line: int) -> LabelRow:
         raise LabelFileError(f"{where}: endometrial_thickness_mm={thickness} is negative")
     hard_negative = values.get("hard_negative", "")
     if hard_negative not in ("",) + HARD_NEGATIVE_TYPES:
-        raise LabelFileError(f"{where}: unknown hard_negative {hard_negative!r}")
+        raise LabelFileError(f"{where}: unknown hard_negative {hard_negative!r} "
+                             "(expected polyp, fluid, fibroid, atrophic or empty)")
     return LabelRow(
         patient_id=values["patient_id"],
         file=values["file"],

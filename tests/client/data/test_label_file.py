@@ -29,3 +29,62 @@ def test_valid_file_reads_rows_with_line_numbers(tmp_path: Path) -> None:
     path.write_text("patient_id,file,modality,label,split\np1,a.dcm,us,1,train\n")
     (row,) = read_label_file(path)
     assert (row.patient_id, row.modality, row.label, row.split, row.line) == ("p1", "US", 1, "train", 2)
+
+
+FULL_HEADER = (
+    "patient_id,file,modality,label,split,invasion,depth_ratio,endometrial_thickness_mm,"
+    "hard_negative\n"
+)
+GOOD_ROW = "p1,a.dcm,US,1,train,deep,0.6,12.5,\n"  # line 2, so every error below is on line 3
+
+
+def _error(path: Path, text: str, check_files: bool = False) -> str:
+    """The LabelFileError message for a CSV with ``text``, written to ``path``."""
+    path.write_text(text)
+    with pytest.raises(LabelFileError) as info:
+        read_label_file(path, check_files=check_files)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("p2,b.dcm,CT,0,train,,,,", "unknown modality 'CT' (expected US or MR)"),
+        ("p2,b.dcm,US,0,training,,,,", "unknown split 'training' (expected train, val or test)"),
+        ("p2,b.dcm,US,1,train,partial,,,", "unknown invasion 'partial' (expected normal, superficial or deep)"),
+        ("p2,b.dcm,US,1,train,deep,1.5,,", "depth_ratio=1.5 outside [0, 1]"),
+        ("p2,b.dcm,US,1,train,deep,half,,", "depth_ratio='half' is not a number"),
+        ("p2,b.dcm,US,1,train,deep,nan,,", "depth_ratio='nan' is not finite"),
+        ("p2,b.dcm,US,0,train,,,-2,", "endometrial_thickness_mm=-2.0 is negative"),
+        ("p2,b.dcm,US,0,train,,,thick,", "endometrial_thickness_mm='thick' is not a number"),
+        ("p2,b.dcm,US,0,train,,,,cyst",
+         "unknown hard_negative 'cyst' (expected polyp, fluid, fibroid, atrophic or empty)"),
+        ("p2,,US,0,train,,,,", "required column 'file' is empty"),
+        ("p2,b.dcm,US,0,train,deep,,,", "invasion='deep' contradicts label=0"),
+        ("p2,b.dcm,US,1,train,normal,,,", "invasion='normal' contradicts label=1"),
+        ("p2,b.dcm,US,1,train,superficial,0.7,,",
+         "depth_ratio=0.7 contradicts invasion='superficial'"),
+        ("p2,b.dcm,US,1,train,deep,0.3,,", "depth_ratio=0.3 contradicts invasion='deep'"),
+        ("p2,a.dcm,US,0,train,,,,", "file 'a.dcm' already listed on line 2"),
+        ("p1,b.dcm,US,1,val,,,,",
+         "patient 'p1' has split 'val' here but 'train' on line 2; splits are per patient"),
+        ("p1,b.dcm,US,0,train,,,,", "patient 'p1' has label 0 here but 1 on line 2"),
+    ],
+)
+def test_bad_row_names_the_file_line_and_problem(tmp_path: Path, row: str, message: str) -> None:
+    path = tmp_path / "labels.csv"
+    assert _error(path, FULL_HEADER + GOOD_ROW + row + "\n") == f"{path}:3: {message}"
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("patient_id,file,label", "missing required column(s) ['modality']"),
+        ("patient_id,file,modality,label,center",
+         "unknown column(s) ['center']; allowed: ['patient_id', 'file', 'modality', 'label', "
+         "'split', 'invasion', 'depth_ratio', 'endometrial_thickness_mm', 'hard_negative']"),
+    ],
+)
+def test_bad_header_names_the_file_and_line_1(tmp_path: Path, header: str, message: str) -> None:
+    path = tmp_path / "labels.csv"
+    assert _error(path, header + "\np1,a.dcm,US,1\n") == f"{path}:1: {message}"
