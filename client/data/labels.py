@@ -19,12 +19,20 @@ depth_ratio                no        invasion depth / myometrial thickness, in [
 endometrial_thickness_mm   no        double-layer endometrial thickness in mm
 hard_negative              no        ``polyp`` / ``fluid`` / ``fibroid`` / ``atrophic`` or empty
 =========================  ========  ==========================================================
+
+A ``file`` value cannot make a site read outside the CSV's folder: absolute paths (POSIX,
+``C:\\...``, ``\\\\server\\share``) and paths that climb out with ``..`` are refused. The
+check is on the text as written, after normalising ``.`` and ``..`` with both ``/`` and ``\\``
+as separators. Symlinks are followed as the file system resolves them and are not checked:
+whoever can place a link in the site folder can place the file itself, and an IID copy of a
+cohort (``simulations.cohort.repartition``) is made of links into the source cohort.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -44,6 +52,8 @@ SPLITS = ("train", "val", "test")
 INVASION_CLASSES = ("normal", "superficial", "deep")
 HARD_NEGATIVE_TYPES = ("polyp", "fluid", "fibroid", "atrophic")
 DEEP_INVASION_RATIO = 0.5  # FIGO 2009 stage IB: invasion of >= 50 % of the myometrium
+# C:\x, C:/x and the drive-relative C:x all leave the folder on a Windows site.
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 class LabelFileError(ValueError):
@@ -80,6 +90,34 @@ def _optional_float(value: str, column: str, where: str) -> float | None:
     if not math.isfinite(number):
         raise LabelFileError(f"{where}: {column}={value!r} is not finite")
     return number
+
+
+def _inside_folder(file: str, where: str) -> str:
+    """Return ``file`` normalised (``./us/../a.dcm`` -> ``a.dcm``) if it stays in the folder.
+
+    Both ``/`` and ``\\`` are separators: label files written on Windows use backslashes, and a
+    Windows site would follow ``..\\x`` out of the folder. Symlinks are not resolved (see the
+    module docstring).
+
+    Raises:
+        LabelFileError: ``file`` is absolute (POSIX, Windows drive or UNC), climbs out of the
+            folder with ``..``, or names the folder itself.
+    """
+    if file.startswith(("/", "\\")) or _WINDOWS_DRIVE.match(file):
+        raise LabelFileError(
+            f"{where}: file {file!r} is an absolute path; it must be relative to the label "
+            "file's folder")
+    parts: list[str] = []
+    for part in re.split(r"[/\\]", file):
+        if part == "..":
+            if not parts:
+                raise LabelFileError(f"{where}: file {file!r} climbs out of the label file's folder")
+            parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    if not parts:
+        raise LabelFileError(f"{where}: file {file!r} names the label file's folder, not a file")
+    return "/".join(parts)
 
 
 def _parse_row(raw: dict[str, str], where: str, line: int) -> LabelRow:
@@ -143,8 +181,8 @@ def read_label_file(path: str | Path, *, check_files: bool = True) -> list[Label
 
     Raises:
         LabelFileError: naming the file and line of the first problem (missing or unknown
-            column, malformed line, unknown label, missing file, duplicate file, a patient
-            whose rows disagree on label or split).
+            column, malformed line, unknown label, a path outside the CSV's folder, missing
+            file, duplicate file, a patient whose rows disagree on label or split).
     """
     path = Path(path)
     if not path.is_file():
@@ -178,7 +216,7 @@ def _read_rows(path: Path, check_files: bool) -> list[LabelRow]:
         if unknown:
             raise LabelFileError(f"{path}:1: unknown column(s) {unknown}; allowed: {list(LABEL_COLUMNS)}")
         reader.fieldnames = header
-        seen_files: dict[str, int] = {}
+        seen_files: dict[str, LabelRow] = {}  # by normalised path: a.dcm and ./a.dcm are one file
         per_patient: dict[str, LabelRow] = {}
         while True:
             try:
@@ -194,9 +232,12 @@ def _read_rows(path: Path, check_files: bool) -> list[LabelRow]:
                     f"{where}: malformed CSV line (expected {len(header)} fields)"
                 )
             row = _parse_row(raw, where, line)
-            if row.file in seen_files:
-                raise LabelFileError(f"{where}: file {row.file!r} already listed on line {seen_files[row.file]}")
-            seen_files[row.file] = line
+            # Before the existence check, so that a file outside the folder is never touched.
+            earlier = seen_files.setdefault(_inside_folder(row.file, where), row)
+            if earlier is not row:
+                raise LabelFileError(
+                    f"{where}: file {row.file!r} already listed on line {earlier.line}"
+                    + ("" if earlier.file == row.file else f" as {earlier.file!r}"))
             if check_files and not (path.parent / row.file).is_file():
                 raise LabelFileError(f"{where}: file {row.file!r} does not exist")
             first = per_patient.setdefault(row.patient_id, row)

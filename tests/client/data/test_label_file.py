@@ -1,4 +1,4 @@
-"""Label CSV reading: the two fixes made here (encoding, duplicated columns) and row errors."""
+"""Label CSV reading: encoding, duplicated columns, every promised row error, paths outside the folder."""
 
 from __future__ import annotations
 
@@ -66,6 +66,8 @@ def _error(path: Path, text: str, check_files: bool = False) -> str:
          "depth_ratio=0.7 contradicts invasion='superficial'"),
         ("p2,b.dcm,US,1,train,deep,0.3,,", "depth_ratio=0.3 contradicts invasion='deep'"),
         ("p2,a.dcm,US,0,train,,,,", "file 'a.dcm' already listed on line 2"),
+        ("p2,./us/../a.dcm,US,0,train,,,,",
+         "file './us/../a.dcm' already listed on line 2 as 'a.dcm'"),
         ("p1,b.dcm,US,1,val,,,,",
          "patient 'p1' has split 'val' here but 'train' on line 2; splits are per patient"),
         ("p1,b.dcm,US,0,train,,,,", "patient 'p1' has label 0 here but 1 on line 2"),
@@ -88,3 +90,50 @@ def test_bad_row_names_the_file_line_and_problem(tmp_path: Path, row: str, messa
 def test_bad_header_names_the_file_and_line_1(tmp_path: Path, header: str, message: str) -> None:
     path = tmp_path / "labels.csv"
     assert _error(path, header + "\np1,a.dcm,US,1\n") == f"{path}:1: {message}"
+
+
+@pytest.mark.parametrize(
+    ("file", "problem"),
+    [
+        ("/etc/passwd", "is an absolute path; it must be relative to the label file's folder"),
+        ("C:\\data\\a.dcm", "is an absolute path; it must be relative to the label file's folder"),
+        ("c:/data/a.dcm", "is an absolute path; it must be relative to the label file's folder"),
+        ("C:a.dcm", "is an absolute path; it must be relative to the label file's folder"),
+        ("\\\\server\\share\\a.dcm",
+         "is an absolute path; it must be relative to the label file's folder"),
+        ("\\data\\a.dcm", "is an absolute path; it must be relative to the label file's folder"),
+        ("../a.dcm", "climbs out of the label file's folder"),
+        ("us/../../a.dcm", "climbs out of the label file's folder"),
+        ("./us/./../../site/a.dcm", "climbs out of the label file's folder"),
+        ("us\\..\\..\\a.dcm", "climbs out of the label file's folder"),
+        ("us/..", "names the label file's folder, not a file"),
+    ],
+)
+def test_file_outside_the_folder_is_refused(tmp_path: Path, file: str, problem: str) -> None:
+    path = tmp_path / "labels.csv"
+    text = FULL_HEADER + GOOD_ROW + f"p2,{file},US,0,train,,,,\n"
+    assert _error(path, text) == f"{path}:3: file {file!r} {problem}"
+
+
+def test_existing_file_outside_the_folder_is_refused_not_read(tmp_path: Path) -> None:
+    """The case that used to be read as ok: the file exists, but outside the site's folder."""
+    outside = tmp_path / "outside.dcm"
+    outside.write_bytes(b"x")
+    site = tmp_path / "site"
+    (site / "us").mkdir(parents=True)
+    path = site / "labels.csv"
+    for file in (str(outside), "../outside.dcm", "us/../../outside.dcm"):
+        message = _error(path, f"patient_id,file,modality,label\np1,{file},US,1\n", check_files=True)
+        assert message.startswith(f"{path}:2: file {file!r} ")
+
+
+def test_paths_inside_the_folder_are_read_and_symlinks_followed(tmp_path: Path) -> None:
+    """Normalised paths that stay inside are fine; a link in the folder is the site's choice."""
+    site = tmp_path / "site"
+    (site / "us").mkdir(parents=True)
+    (site / "a.dcm").write_bytes(b"x")
+    (tmp_path / "elsewhere.dcm").write_bytes(b"x")
+    (site / "us" / "linked.dcm").symlink_to(tmp_path / "elsewhere.dcm")
+    path = site / "labels.csv"
+    path.write_text("patient_id,file,modality,label\np1,us/../a.dcm,US,1\np2,./us/linked.dcm,US,0\n")
+    assert [row.file for row in read_label_file(path)] == ["us/../a.dcm", "./us/linked.dcm"]
