@@ -72,6 +72,21 @@ def test_label_file_errors_are_fatal_and_name_the_row(site: Path, rows: str, mes
     assert message in document["label_errors"][0]
 
 
+def test_ecs_data_check_refuses_a_file_outside_the_folder_without_traceback(site: Path) -> None:
+    """The command a hospital runs: exit status 2 and the label error, not a Python traceback."""
+    outside = site.parent / "outside.dcm"
+    outside.write_bytes((site / "a.dcm").read_bytes())  # a readable DICOM, so only the path is wrong
+    labels = site / "labels.csv"
+    labels.write_text(HEADER + f"p1,a.dcm,US,1\np2,{outside},US,0\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "client.data.cli", "check", str(site), "--labels", str(labels),
+         "--quiet"],
+        capture_output=True, text=True, cwd=Path(__file__).parents[3], timeout=300)
+    assert done.returncode == 2
+    assert f"FATAL: label file error: {labels}:3: file {str(outside)!r} is an absolute path" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+
 def test_cohort_layout_with_center_manifests(tmp_path: Path, write_dicom: Callable[..., Path],
                                              fan_scene: dict[str, np.ndarray]) -> None:
     frame = np.round(fan_scene["image"] * 255).astype(np.uint8)
