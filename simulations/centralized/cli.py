@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -43,6 +44,33 @@ def variant_config(base: DictConfig, overrides: dict, seed: int) -> DictConfig:
     cfg = OmegaConf.merge(cfg, overrides)
     cfg.seed = int(seed)
     return cfg
+
+
+def train_variants(cfg: DictConfig, run_dir: Path, log: Callable[[str], None] = _log) -> tuple[dict[str, list[dict]], dict[str, DictConfig]]:
+    """Train every variant of ``cfg.variants`` for every seed of ``cfg.seeds`` (or ``cfg.seed``).
+
+    Run folders are ``run_dir/<variant>/seed<s>``; one that finished with the same configuration
+    is reused. Returns (variant -> metrics of each seed, in ``seeds`` order; variant -> its config
+    of the last seed).
+    """
+    seeds = list(cfg.seeds) if cfg.seeds is not None else [int(cfg.seed)]
+    results: dict[str, list[dict]] = {}
+    cfgs: dict[str, DictConfig] = {}
+    synthetic_cache: dict = {}
+    for seed in seeds:  # seed-major: an interrupted comparison still holds whole seeds
+        synthetic_cache.clear()  # one GAN per seed, shared by that seed's variants
+        for variant, overrides in cfg.variants.items():
+            vcfg = variant_config(cfg, {} if overrides is None else OmegaConf.to_container(overrides), seed)
+            cfgs[variant] = vcfg
+            variant_dir = run_dir / variant / f"seed{seed}"
+            metrics = finished_run(variant_dir, vcfg)
+            if metrics is not None:
+                log(f"== {variant} seed {seed}: reusing the finished run in {variant_dir}")
+            else:
+                log(f"== {variant} seed {seed}")
+                metrics = run_training(vcfg, variant_dir, log, synthetic_cache=synthetic_cache)
+            results.setdefault(variant, []).append(metrics)
+    return results, cfgs
 
 
 def _mean_std(values: list[float]) -> str:
@@ -100,23 +128,7 @@ def _main(cfg: DictConfig) -> None:
             _log(f"held-out: sensitivity {pooled.get('sensitivity', float('nan')):.3f}, specificity "
                  f"{pooled.get('specificity', float('nan')):.3f}, AUC {pooled.get('auc', float('nan')):.3f} -> {run_dir}")
             return
-        seeds = list(cfg.seeds) if cfg.seeds is not None else [int(cfg.seed)]
-        results: dict[str, list[dict]] = {}
-        cfgs: dict[str, DictConfig] = {}
-        synthetic_cache: dict = {}
-        for seed in seeds:  # seed-major: an interrupted comparison still holds whole seeds
-            synthetic_cache.clear()  # one GAN per seed, shared by that seed's variants
-            for variant, overrides in cfg.variants.items():
-                vcfg = variant_config(cfg, {} if overrides is None else OmegaConf.to_container(overrides), seed)
-                cfgs[variant] = vcfg
-                variant_dir = run_dir / variant / f"seed{seed}"
-                metrics = finished_run(variant_dir, vcfg)
-                if metrics is not None:
-                    _log(f"== {variant} seed {seed}: reusing the finished run in {variant_dir}")
-                else:
-                    _log(f"== {variant} seed {seed}")
-                    metrics = run_training(vcfg, variant_dir, _log, synthetic_cache=synthetic_cache)
-                results.setdefault(variant, []).append(metrics)
+        results, cfgs = train_variants(cfg, run_dir, _log)
         (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
         _log(summarise(results, cfgs, run_dir))
     except (ValueError, FileNotFoundError) as exc:
