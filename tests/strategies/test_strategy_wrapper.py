@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FakeGrid, error_reply, eval_reply, train_reply
+from flower_fakes import FakeGrid, error_reply, eval_reply, train_reply
 from flwr.app import Array, ArrayRecord, ConfigRecord
 
 from strategies.factory import StrategySpec, build_strategy
