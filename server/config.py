@@ -13,6 +13,11 @@ The Flower run config (``[tool.flwr.app.config]`` in pyproject.toml, overridden 
 
 The same composition drives ``ecs-simulate``, so a simulated and a deployed run of one
 experiment train with identical settings.
+
+``held_out_centers`` has no default the ServerApp accepts: a coordinator states it in
+``overrides`` (``held_out_centers=[teaching,rural]``, or ``held_out_centers=[]`` for none), since a
+forgotten list would let every connected hospital train. ``ecs-simulate`` always states it
+(the cohort's held-out centers unless the command line names others).
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["CONFIG_MODULE", "CONFIG_NAME", "compose_config", "run_config_overrides"]
+__all__ = ["CONFIG_MODULE", "CONFIG_NAME", "compose_config", "held_out_centers", "run_config_overrides"]
 
 CONFIG_MODULE = "configs.federated"
 CONFIG_NAME = "simulate"
@@ -49,3 +54,16 @@ def run_config_overrides(run_config: Mapping[str, object], run_id: int | str | N
     if run_config.get("resume"):
         overrides.append("resume=true")
     return overrides
+
+
+def held_out_centers(cfg: DictConfig) -> list[str]:
+    """The configured held-out center names; a missing (null) list is an error, ``[]`` means none."""
+    names = cfg.get("held_out_centers")
+    if names is None:
+        raise ValueError(
+            "held_out_centers is not set: name the centers that must never train, in the run config's overrides, "
+            "e.g. --run-config \"... overrides='held_out_centers=[teaching,rural] expected_sites=6'\", "
+            "or overrides='held_out_centers=[]' to let every connected site train")
+    if not OmegaConf.is_list(names):
+        raise ValueError(f"held_out_centers must be a list of center names, e.g. held_out_centers=[{names}], got {names!r}")
+    return [str(name) for name in names]

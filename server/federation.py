@@ -4,8 +4,10 @@ Order of a run (each phase is one ``Strategy.start`` of Flower's strategy, wrapp
 :class:`strategies.wrapper.SiteAwareStrategy`; no round loop of our own):
 
 0. **Sites.** A ``query``/``info`` message to every connected node answers which center it is
-   (and its counts); centers named in ``held_out_centers`` are held out: they receive only
-   ``query`` and ``evaluate`` messages, never ``train``.
+   (and its counts); centers named in ``held_out_centers`` (required, :func:`server.config.held_out_centers`)
+   are held out: they receive only ``query`` and ``evaluate`` messages, never ``train``. A
+   held-out name that matches no connected center stops the run before any training, since
+   that center would otherwise train under its real name.
 1. **SG-CycleGAN** (``rounds.gan`` rounds on the training sites that have MRI), or a generator
    artifact (``gan_artifact``: file and SHA-256 recorded in versions.json); then one
    ``synthesize`` query per training site: each turns its own MRI into synthetic US locally.
@@ -49,6 +51,7 @@ from ecs_models.export import check_onnx_parity, export_onnx
 from ecs_models.training.binned_metrics import binned_metrics, binned_threshold
 from ecs_models.training.distill import StageConfig
 from ecs_models.training.metrics import CheckpointSelector
+from server.config import held_out_centers
 from server.store import RunStore
 from simulations.centralized.run import seed_everything
 from strategies.factory import StrategySpec, build_strategy
@@ -149,7 +152,9 @@ def discover_sites(grid: Grid, *, expected: int, held_out: list[str], timeout: f
         info[name] = {k: float(v) for k, v in reply.content["metrics"].items()}
     unknown = sorted(set(held_out) - set(info))
     if unknown:
-        log(f"  held-out centers not connected: {unknown}")
+        raise ValueError(f"held_out_centers names {unknown}, but no connected site is called that; connected centers: "
+                         f"{sorted(info)}. Correct the name (a SuperNode's node-config 'center', default its data "
+                         "folder's name) so that no held-out hospital trains")
     train = sorted((n for n, c in centers.items() if c not in held_out), key=centers.get)
     held = sorted((n for n, c in centers.items() if c in held_out), key=centers.get)
     if not train:
@@ -164,6 +169,7 @@ class _Run:
     def __init__(self, grid: Grid, cfg: DictConfig, log: Log) -> None:
         self.grid, self.cfg, self.log = grid, cfg, log
         self.store = RunStore(cfg.run_dir)
+        self.held_out = held_out_centers(cfg)
         self.spec = StrategySpec.from_config(OmegaConf.to_container(cfg.strategy, resolve=True))
         self.models = model_spec(cfg)
         self.part = cfg.participation
@@ -476,9 +482,8 @@ class _Run:
                      f"(global round {checkpoint['global_round']})")
         elif resume:
             self.log(f"[ecs] resume=true but no checkpoint in {cfg.run_dir}: starting from round 1")
-        held_out = list(cfg.held_out_centers or [])
         expected = int(cfg.expected_sites or cfg.participation.min_available_nodes or 1)
-        self.sites = discover_sites(self.grid, expected=expected, held_out=held_out, timeout=self.timeout, log=self.log)
+        self.sites = discover_sites(self.grid, expected=expected, held_out=self.held_out, timeout=self.timeout, log=self.log)
         s = self.sites
         self.log(f"[ecs] run {cfg.run_dir}: strategy {self.spec.name}, training centers "
                  f"{[s.centers[n] for n in s.train]}, held-out {[s.centers[n] for n in s.held_out]}")

@@ -7,8 +7,10 @@
   checkpoint.pt         after every round (atomic): phase, round, global arrays of the GAN and
                         of the classifier, strategy state (server optimizer moments), the
                         checkpoint selector and the selected round's arrays, RNG states
-  rounds.jsonl          one JSON line per round: phase, sites sampled / answered / failed /
-                        rejected (with reasons), time, per-center train and validation metrics
+  rounds.jsonl          one JSON line per round: phase, sites sampled, train_centers (the
+                        centers a train message was actually sent to, recorded at the Grid),
+                        sites answered / failed / rejected (with reasons; evaluation replies as
+                        "<center> (evaluate)"), time, per-center train and validation metrics
   final_arrays.npz      the classifier's global arrays after the last round
   final_evaluation.jsonl one line per center (role train: internal test split; held_out: all)
   metrics.json          summary: threshold, pooled internal-test and held-out metrics, timings

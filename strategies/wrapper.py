@@ -6,7 +6,10 @@ adds, without copying the round loop:
 * **Who trains.** ``configure_train`` / ``configure_evaluate`` see a view of the Grid that lists
   only the phase's nodes (held-out centers never receive a train message; the GAN phase only
   goes to sites with MRI). The inner strategy samples from that view (k-of-n with its own
-  ``fraction_train`` / ``min_train_nodes`` / ``min_available_nodes``).
+  ``fraction_train`` / ``min_train_nodes`` / ``min_available_nodes``). Independently of any
+  sampling code, :meth:`start` hands Flower's round loop a Grid that refuses to send a train
+  message to any other node (:class:`TrainMessageRefused`, nothing sent) and records the
+  centers each round's train messages actually went to (``train_centers`` in ``rounds.jsonl``).
 * **Reply validation** (:mod:`strategies.validation`): error replies, missing replies (round
   timeout) and replies with NaN/Inf or an outlying update norm are logged and left out; the
   inner strategy aggregates the rest, sorted by center name (a fixed summation order, so a
@@ -36,22 +39,26 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, FedAvgM, Strategy
+from flwr.serverapp.strategy import FedAvg, FedAvgM, Result, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from ecs_models.training.binned_metrics import binned_metrics
 from strategies.validation import Rejection, validate_train_replies
 
-__all__ = ["RoundReport", "SiteAwareStrategy", "TooManyFailedRounds", "center_metrics"]
+__all__ = ["RoundReport", "SiteAwareStrategy", "TooManyFailedRounds", "TrainMessageRefused", "center_metrics"]
 
 logger = logging.getLogger(__name__)
 
 
 class TooManyFailedRounds(RuntimeError):
     """More consecutive rounds without ``min_train_replies`` valid replies than allowed."""
+
+
+class TrainMessageRefused(RuntimeError):
+    """A train message addressed to a node that may not train in the phase (e.g. held out)."""
 
 
 @dataclass
@@ -62,6 +69,7 @@ class RoundReport:
     round: int  # within the phase, 1-based
     global_round: int  # across phases, 1-based
     sampled: list[str] = field(default_factory=list)
+    train_centers: list[str] = field(default_factory=list)  # train messages actually sent (recorded at the Grid)
     answered: list[str] = field(default_factory=list)  # valid and aggregated
     failed: dict[str, str] = field(default_factory=dict)  # center -> error / "no reply"
     rejected: dict[str, str] = field(default_factory=dict)  # center -> validation reason
@@ -91,12 +99,11 @@ def center_metrics(metrics: MetricRecord | dict, threshold: float) -> dict[str, 
     return binned_metrics(neg, pos, threshold, confusion)
 
 
-class _NodeSubsetGrid(Grid):
-    """A Grid whose ``get_node_ids`` lists only ``allowed`` (and connected) nodes."""
+class _GridView(Grid):
+    """A Grid that forwards everything to ``grid``; subclasses change one behaviour."""
 
-    def __init__(self, grid: Grid, allowed: Iterable[int]) -> None:
+    def __init__(self, grid: Grid) -> None:
         self._grid = grid
-        self._allowed = set(allowed)
 
     def set_run(self, run) -> None:  # noqa: ANN001
         self._grid.set_run(run)
@@ -109,7 +116,7 @@ class _NodeSubsetGrid(Grid):
         return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
 
     def get_node_ids(self) -> Iterable[int]:
-        return sorted(n for n in self._grid.get_node_ids() if n in self._allowed)
+        return self._grid.get_node_ids()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         return self._grid.push_messages(messages)
@@ -119,6 +126,50 @@ class _NodeSubsetGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         return self._grid.send_and_receive(messages, timeout=timeout)
+
+
+class _NodeSubsetGrid(_GridView):
+    """A Grid whose ``get_node_ids`` lists only ``allowed`` (and connected) nodes."""
+
+    def __init__(self, grid: Grid, allowed: Iterable[int]) -> None:
+        super().__init__(grid)
+        self._allowed = set(allowed)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return sorted(n for n in self._grid.get_node_ids() if n in self._allowed)
+
+
+class _TrainGuardGrid(_GridView):
+    """A Grid that sends train messages only to ``allowed`` nodes and reports who got them.
+
+    The last line of defence for held-out centers: whatever built the messages, a train message
+    to another node raises :class:`TrainMessageRefused` before anything of the batch is sent.
+    ``on_train(node ids)`` is called with the destinations of every batch of train messages.
+    """
+
+    def __init__(self, grid: Grid, allowed: Iterable[int], on_train: Callable[[list[int]], None],
+                 describe: Callable[[int], str]) -> None:
+        super().__init__(grid)
+        self._allowed = set(allowed)
+        self._on_train = on_train
+        self._describe = describe
+
+    def _checked(self, messages: Iterable[Message]) -> list[Message]:
+        messages = list(messages)
+        destinations = [m.metadata.dst_node_id for m in messages if m.metadata.message_type == MessageType.TRAIN]
+        refused = sorted(self._describe(n) for n in destinations if n not in self._allowed)
+        if refused:
+            raise TrainMessageRefused(f"a train message was addressed to {refused}, which may not train in this phase "
+                                      "(held out, or not a training site of it); nothing was sent")
+        if destinations:
+            self._on_train(destinations)
+        return messages
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self._grid.push_messages(self._checked(messages))
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self._grid.send_and_receive(self._checked(messages), timeout=timeout)
 
 
 class SiteAwareStrategy(Strategy):
@@ -189,7 +240,16 @@ class SiteAwareStrategy(Strategy):
         phase_round = self._round(server_round)
         return RoundReport(self.phase, phase_round, self.global_round_base + phase_round, started=time.perf_counter())
 
+    def _record_train_centers(self, node_ids: list[int]) -> None:
+        if self._report is not None:
+            self._report.train_centers = sorted({*self._report.train_centers, *map(self._center, node_ids)})
+
     # -- Strategy API ----------------------------------------------------------------------
+    def start(self, grid: Grid, *args, **kwargs) -> Result:  # noqa: ANN002,ANN003
+        """Flower's ``Strategy.start`` over a Grid that only lets train messages reach ``train_nodes``."""
+        guarded = _TrainGuardGrid(grid, self.train_nodes, self._record_train_centers, self._center)
+        return super().start(guarded, *args, **kwargs)
+
     def summary(self) -> None:
         logger.info("SiteAwareStrategy(%s) phase=%s train=%s eval=%s", type(self.inner).__name__, self.phase,
                     [self._center(n) for n in self.train_nodes], [self._center(n) for n in self.eval_nodes])

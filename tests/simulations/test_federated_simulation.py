@@ -3,6 +3,7 @@
 One shared home (cohort, cache) for three runs: the smoke experiment (the reference), the same
 experiment stopped by the server after round 3, and its resumption. In all three the clinic
 drops every training round (a simulated transient failure with p = 1): k = 2 of 3 still holds.
+Across all of them no held-out center is ever sent a train message (``train_centers``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,20 @@ def smoke_run(home: Path) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="module")
+def resumed_run(home: Path, smoke_run: Path) -> Path:
+    """The smoke experiment stopped by the server after round 3, then resumed (after ``smoke_run``)."""
+    run_dir = home / "runs" / "resumed"
+    stopped = _simulate(home, run_dir, "debug.stop_after_round=3")
+    assert stopped.returncode != 0
+    assert not (run_dir / "metrics.json").exists()
+    assert [r["global_round"] for r in _jsonl(run_dir / "rounds.jsonl")] == [1, 2, 3]
+    resumed = _simulate(home, run_dir, "resume=true")
+    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
+    assert "resuming" in resumed.stdout
+    return run_dir
+
+
 def test_smoke_experiment_trains_on_training_centers_and_evaluates_held_out_ones(smoke_run: Path) -> None:
     rounds = _jsonl(smoke_run / "rounds.jsonl")
     assert [r["global_round"] for r in rounds] == [1, 2, 3, 4, 5, 6]
@@ -78,15 +93,8 @@ def test_every_process_started_is_stopped(smoke_run: Path) -> None:
     assert not [p["pid"] for p in record["processes"] if process_alive(p["pid"], p["start"])]
 
 
-def test_server_stopped_after_round_3_resumes_to_the_uninterrupted_result(home: Path, smoke_run: Path) -> None:
-    run_dir = home / "runs" / "resumed"
-    stopped = _simulate(home, run_dir, "debug.stop_after_round=3")
-    assert stopped.returncode != 0
-    assert not (run_dir / "metrics.json").exists()
-    assert [r["global_round"] for r in _jsonl(run_dir / "rounds.jsonl")] == [1, 2, 3]
-    resumed = _simulate(home, run_dir, "resume=true")
-    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
-    assert "resuming" in resumed.stdout
+def test_server_stopped_after_round_3_resumes_to_the_uninterrupted_result(smoke_run: Path, resumed_run: Path) -> None:
+    run_dir = resumed_run
     assert [r["global_round"] for r in _jsonl(run_dir / "rounds.jsonl")] == [1, 2, 3, 4, 5, 6]
     with np.load(smoke_run / "final_arrays.npz") as ref, np.load(run_dir / "final_arrays.npz") as got:
         assert sorted(ref.files) == sorted(got.files)
@@ -94,3 +102,14 @@ def test_server_stopped_after_round_3_resumes_to_the_uninterrupted_result(home: 
             np.testing.assert_allclose(got[key], ref[key], rtol=0, atol=1e-6, err_msg=key)
     for name in ("processes.json",):
         assert json.loads((run_dir / name).read_text())["left_running"] == []
+
+
+def test_held_out_centers_never_receive_a_train_message_through_faults_and_resume(smoke_run: Path, resumed_run: Path) -> None:
+    for run_dir in (smoke_run, resumed_run):  # the resumed run's file holds rounds of both of its processes
+        rounds = _jsonl(run_dir / "rounds.jsonl")
+        assert [r["global_round"] for r in rounds] == [1, 2, 3, 4, 5, 6]
+        for r in rounds:
+            assert r["train_centers"] and not set(r["train_centers"]) & HELD_OUT, r
+            assert r["train_centers"] == r["sampled"]
+        stage_rounds = [r for r in rounds if r["phase"] != "gan"]
+        assert all(r["train_centers"] == ["clinic", "regional", "university"] for r in stage_rounds)  # clinic's drops included

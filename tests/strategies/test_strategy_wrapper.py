@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flower_fakes import FakeGrid, error_reply, eval_reply, train_reply
-from flwr.app import Array, ArrayRecord, ConfigRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
 from strategies.factory import StrategySpec, build_strategy
 from strategies.validation import validate_train_replies
-from strategies.wrapper import SiteAwareStrategy, TooManyFailedRounds
+from strategies.wrapper import SiteAwareStrategy, TooManyFailedRounds, TrainMessageRefused
 
 CENTERS = {11: "alpha", 12: "beta", 13: "gamma", 14: "delta", 21: "heldout"}
 TRAIN = [11, 12, 13, 14]
@@ -39,6 +39,38 @@ def test_held_out_nodes_never_receive_train_messages() -> None:
     evals = list(strategy.configure_evaluate(1, ArrayRecord({k: Array(v) for k, v in GLOBAL.items()}), ConfigRecord({}),
                                              FakeGrid(list(CENTERS))))
     assert 21 not in {m.metadata.dst_node_id for m in evals}
+
+
+def _respond(message: Message) -> Message:
+    """Every site trains to w = 1 and validates two images."""
+    node = message.metadata.dst_node_id
+    if message.metadata.message_type == MessageType.TRAIN:
+        return train_reply(node, _update(1.0))
+    return eval_reply(node, np.array([0, 1]), np.array([0.2, 0.9]))
+
+
+def test_rounds_record_the_centers_train_messages_were_sent_to() -> None:
+    reports = []
+    strategy = _strategy(on_round_end=lambda report, _arrays: reports.append(report))
+    record = ArrayRecord({k: Array(v) for k, v in GLOBAL.items()})
+    strategy.start(FakeGrid(list(CENTERS), _respond), record, num_rounds=2, timeout=1.0,
+                   evaluate_fn=strategy.evaluate_fn)
+    assert [r.train_centers for r in reports] == [["alpha", "beta", "delta", "gamma"]] * 2
+    assert reports[0].to_json()["train_centers"] == ["alpha", "beta", "delta", "gamma"]
+
+
+def test_a_train_message_to_a_held_out_node_is_refused_before_anything_is_sent() -> None:
+    strategy = _strategy()
+
+    def stray(server_round, arrays, config, grid):  # noqa: ANN001,ANN202  (an inner strategy that ignores its Grid view)
+        return [Message(content=RecordDict({"arrays": arrays, "config": config}), dst_node_id=node,
+                        message_type=MessageType.TRAIN) for node in (11, 21)]
+
+    strategy.inner.configure_train = stray
+    grid = FakeGrid(list(CENTERS), _respond)
+    with pytest.raises(TrainMessageRefused, match="heldout"):
+        strategy.start(grid, ArrayRecord({k: Array(v) for k, v in GLOBAL.items()}), num_rounds=1, timeout=1.0)
+    assert grid.sent == []
 
 
 def test_error_nan_and_outlier_replies_are_left_out_and_the_round_goes_on() -> None:
