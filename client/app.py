@@ -6,7 +6,7 @@ The same app runs behind a hospital's SuperNode (node config ``data-dir``, ``cen
 
 | type | ``phase`` | request | reply |
 |---|---|---|---|
-| query | ``info`` | - | ConfigRecord ``site`` {center}; metrics: counts per split |
+| query | ``info`` | - | ConfigRecord ``site`` {center}; metrics: counts per split, ``max-train-examples-<phase>`` |
 | query | ``synthesize`` | ArrayRecord ``generator`` (MRI -> US part) | metrics: synthetic images |
 | query | ``norm-state`` | - | ArrayRecord of the site's FedBN norm layers + num-examples |
 | train | ``gan`` / ``stage_a`` / ``stage_b`` | ArrayRecord ``arrays`` | ArrayRecord ``arrays``, MetricRecord ``metrics`` |

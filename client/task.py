@@ -212,12 +212,22 @@ def _gan_images(site: Site, modality: str, size: int):
 
 
 def site_info(site: Site) -> dict[str, int]:
-    """Counts of the site's label file: US per split, training MRI, training positives."""
+    """Counts of the site's label file: US per split, training MRI, training positives, and the
+    most training examples each phase can report (``max-train-examples-<phase>``).
+
+    The maxima count one image per file, as the data layer reads them (middle frame of a
+    cine); files that fail to decode only lower the real count. The server rejects a train
+    reply whose ``num-examples`` exceeds its phase's maximum.
+    """
     rows = read_label_file(site.data_dir / "manifest.csv")
     us = [r for r in rows if r.modality == "US"]
     out = {f"n-us-{split}": sum(1 for r in us if r.split in splits) for split, splits in SPLITS.items()}
     out["n-mri-train"] = sum(1 for r in rows if r.modality == "MR" and r.split in ("train", ""))
     out["positives-train"] = sum(1 for r in us if r.split == "train" and r.label == 1)
+    gan_us = sum(1 for r in us if r.split in ("train", ""))  # the GAN's loaders also read rows without a split
+    out["max-train-examples-gan"] = out["n-mri-train"] + gan_us
+    out["max-train-examples-stage_a"] = out["n-us-train"] + out["n-mri-train"]  # at most one synthetic image per MRI
+    out["max-train-examples-stage_b"] = out["n-us-train"]
     return out
 
 

@@ -56,6 +56,7 @@ from server.store import RunStore
 from simulations.centralized.run import seed_everything
 from strategies.factory import StrategySpec, build_strategy
 from strategies.fedbn import norm_keys
+from strategies.validation import evaluate_problem
 from strategies.wrapper import RoundReport, SiteAwareStrategy, center_metrics
 
 __all__ = ["SimulatedServerCrash", "Sites", "discover_sites", "run_federation", "model_spec"]
@@ -79,6 +80,10 @@ class Sites:
 
     def with_mri(self) -> list[int]:
         return [n for n in self.train if self.info[self.centers[n]].get("n-mri-train", 0) > 0]
+
+    def example_limits(self, phase: str) -> dict[int, float]:
+        """Training node -> the most training examples it declared for ``phase`` at discovery."""
+        return {n: self.info[self.centers[n]][f"max-train-examples-{phase}"] for n in self.train}
 
 
 # -- configuration -> plain values ------------------------------------------------------------
@@ -322,6 +327,7 @@ class _Run:
                 global_round_base=self._global_base(phase),
                 min_train_replies=min(int(self.part.min_train_replies), len(train_nodes)),
                 max_failed_rounds=int(self.part.max_failed_rounds), outlier_factor=float(self.part.outlier_factor),
+                max_examples=sites.example_limits(phase), histogram_bins=int(self.cfg.histogram_bins),
                 statistics_keys=statistics if phase != "gan" else (), round_config=self.round_config(phase),
                 on_round_end=self.on_round_end)
             if self.state["phase"] == phase and self.state["strategy"] is not None:
@@ -411,6 +417,11 @@ class _Run:
             role = "train" if node in self.sites.train else "held_out"
             if reply.has_error():
                 lines.append({"center": center, "role": role, "error": reply.error.reason})
+                continue
+            problem = evaluate_problem(reply.content, int(self.cfg.histogram_bins))
+            if problem is not None:
+                self.log(f"[ecs] rejected the final evaluation of {center}: {problem}")
+                lines.append({"center": center, "role": role, "error": f"rejected: {problem}"})
                 continue
             m = reply.content["metrics"]
             metrics = center_metrics(m, threshold)

@@ -11,14 +11,17 @@ adds, without copying the round loop:
   message to any other node (:class:`TrainMessageRefused`, nothing sent) and records the
   centers each round's train messages actually went to (``train_centers`` in ``rounds.jsonl``).
 * **Reply validation** (:mod:`strategies.validation`): error replies, missing replies (round
-  timeout) and replies with NaN/Inf or an outlying update norm are logged and left out; the
-  inner strategy aggregates the rest, sorted by center name (a fixed summation order, so a
-  resumed run reproduces an uninterrupted one). Fewer than ``min_train_replies`` valid replies
-  void the round (the global model is kept); more than ``max_failed_rounds`` void rounds in a
-  row stop the run with a clear message instead of waiting forever.
+  timeout) and training replies with NaN/Inf, a ``num-examples`` that is not positive or above
+  what the site declared at discovery (``max_examples``), or an outlying update norm are logged
+  and left out; the inner strategy aggregates the rest, sorted by center name (a fixed summation
+  order, so a resumed run reproduces an uninterrupted one). Fewer than ``min_train_replies``
+  valid replies void the round (the global model is kept); more than ``max_failed_rounds`` void
+  rounds in a row stop the run with a clear message instead of waiting forever.
 * **Per-center metrics.** Evaluation replies carry counts (confusion matrix at the server's
-  threshold, per-class score histograms); the wrapper computes each center's and the pooled
-  AUC / sensitivity / specificity (:mod:`ecs_models.training.binned_metrics`).
+  threshold, per-class score histograms of ``histogram_bins`` bins); replies whose counts are
+  malformed or inconsistent are rejected with the reason like training replies; the wrapper
+  computes each accepted center's and the pooled AUC / sensitivity / specificity
+  (:mod:`ecs_models.training.binned_metrics`).
 * **Statistics stay averaged.** With a server optimizer (FedAdam, FedYogi, FedAvgM), BatchNorm
   running statistics are replaced by their plain weighted average: an Adam step on a running
   variance can make it negative.
@@ -35,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,8 +48,8 @@ from flwr.serverapp.strategy import FedAvg, FedAvgM, Result, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from ecs_models.training.binned_metrics import binned_metrics
-from strategies.validation import Rejection, validate_train_replies
+from ecs_models.training.binned_metrics import DEFAULT_BINS, binned_metrics
+from strategies.validation import Rejection, evaluate_problem, validate_train_replies
 
 __all__ = ["RoundReport", "SiteAwareStrategy", "TooManyFailedRounds", "TrainMessageRefused", "center_metrics"]
 
@@ -72,7 +75,7 @@ class RoundReport:
     train_centers: list[str] = field(default_factory=list)  # train messages actually sent (recorded at the Grid)
     answered: list[str] = field(default_factory=list)  # valid and aggregated
     failed: dict[str, str] = field(default_factory=dict)  # center -> error / "no reply"
-    rejected: dict[str, str] = field(default_factory=dict)  # center -> validation reason
+    rejected: dict[str, str] = field(default_factory=dict)  # center (+ " (evaluate)") -> validation reason
     aggregated: bool = False
     train: dict[str, dict[str, float]] = field(default_factory=dict)  # center -> train metrics
     train_pooled: dict[str, float] = field(default_factory=dict)
@@ -186,6 +189,9 @@ class SiteAwareStrategy(Strategy):
         min_train_replies: k, valid replies needed to aggregate a round.
         max_failed_rounds: consecutive void rounds tolerated before stopping.
         outlier_factor: update-norm rejection factor over the round median (0: off).
+        max_examples: node id -> most training examples the site declared for this phase at
+            discovery; a train reply claiming more ``num-examples`` is rejected.
+        histogram_bins: bins of the evaluation score histograms the sites were asked for.
         statistics_keys: running-statistics keys averaged plainly under a server optimizer.
         round_config: ``phase_round -> dict`` of per-round train config (learning rate, ...).
         threshold: operating point for the per-round validation confusion matrices.
@@ -205,6 +211,8 @@ class SiteAwareStrategy(Strategy):
         min_train_replies: int = 1,
         max_failed_rounds: int = 2,
         outlier_factor: float = 10.0,
+        max_examples: Mapping[int, float] | None = None,
+        histogram_bins: int = DEFAULT_BINS,
         statistics_keys: Iterable[str] = (),
         round_config: Callable[[int], dict] | None = None,
         threshold: float = 0.5,
@@ -220,6 +228,8 @@ class SiteAwareStrategy(Strategy):
         self.min_train_replies = max(1, int(min_train_replies))
         self.max_failed_rounds = int(max_failed_rounds)
         self.outlier_factor = float(outlier_factor)
+        self.max_examples = dict(max_examples or {})
+        self.histogram_bins = int(histogram_bins)
         self.statistics_keys = frozenset(statistics_keys)
         self.round_config = round_config
         self.threshold = float(threshold)
@@ -287,7 +297,8 @@ class SiteAwareStrategy(Strategy):
                 by_node[msg.metadata.src_node_id] = msg
                 report.reply_bytes[center] = sum(record.count_bytes() for record in msg.content.array_records.values())
         accepted, rejections, norms = validate_train_replies(
-            ok, self._sent, weight_key=self.inner.weighted_by_key, outlier_factor=self.outlier_factor)
+            ok, self._sent, weight_key=self.inner.weighted_by_key, max_examples=self.max_examples,
+            outlier_factor=self.outlier_factor)
         for rejection in rejections:
             report.rejected[rejection.center] = rejection.reason
             logger.warning("round %d: rejected %s: %s", report.global_round, rejection.center, rejection.reason)
@@ -350,6 +361,11 @@ class SiteAwareStrategy(Strategy):
             center = self._center(msg.metadata.src_node_id)
             if msg.has_error():
                 report.failed[f"{center} (evaluate)"] = msg.error.reason
+                continue
+            problem = evaluate_problem(msg.content, self.histogram_bins)
+            if problem is not None:
+                report.rejected[f"{center} (evaluate)"] = problem
+                logger.warning("round %d: rejected the evaluation of %s: %s", report.global_round, center, problem)
                 continue
             metrics = next(iter(msg.content.metric_records.values()))
             report.val[center] = center_metrics(metrics, self.threshold)

@@ -51,6 +51,7 @@ def test_fedbn_client_keeps_its_norm_state_and_never_sends_it(tiny_cohort: Path,
     shared, _ = split_norm({k: v.clone() for k, v in model.state_dict().items()}, keys)
     arrays, metrics = task.train_classifier_round(site, shared, _params(spec, tmp_path, fedbn=True))
     assert not set(arrays) & keys and metrics["num-examples"] > 0
+    assert metrics["num-examples"] == task.site_info(site)["max-train-examples-stage_b"]  # what the server checks it against
     local = site.store("test").load("norm")
     assert set(local) == keys
     trained_var = [k for k in keys if k.endswith("running_var")][0]

@@ -1,14 +1,14 @@
-"""The coordinator's run on a fake Grid: records, config checks, site discovery."""
+"""The coordinator's run on a fake Grid: records, config checks, site discovery, final evaluation."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from flower_fakes import FakeGrid, info_reply, task_identity  # noqa: F401
+from flower_fakes import FakeGrid, eval_reply, info_reply, task_identity  # noqa: F401
 from flwr.app import Message, MessageType
 
 from server.config import compose_config
-from server.federation import _Run, _to_record, discover_sites, run_federation
+from server.federation import Sites, _Run, _to_record, discover_sites, run_federation
 
 CENTERS = {1: "clinic", 2: "regional", 3: "teaching"}
 
@@ -64,5 +64,29 @@ def test_discovery_splits_training_and_held_out_sites_with_their_declared_counts
     sites = discover_sites(FakeGrid(list(CENTERS), _identify), expected=3, held_out=["teaching"], timeout=5.0,
                            log=lambda _m: None)
     assert (sites.train, sites.held_out) == ([1, 2], [3])
-    assert sites.info["regional"]["max-train-examples-stage_b"] == 20.0
+    assert sites.example_limits("stage_b") == {1: 10.0, 2: 20.0}  # training sites only
 
+
+def test_final_evaluation_leaves_out_a_malformed_reply_and_pools_the_others(tmp_path) -> None:
+    labels = {1: np.array([0, 0, 1]), 2: np.array([0, 1]), 3: np.array([0, 1, 1, 0])}
+    scores = {1: np.array([0.2, 0.6, 0.7]), 2: np.array([0.3, 0.8]), 3: np.array([0.1, 0.9, 0.4, 0.5])}
+
+    def evaluate(message: Message) -> Message:
+        node = message.metadata.dst_node_id
+        reply = eval_reply(node, labels[node], scores[node], float(message.content["config"]["threshold"]), bins=16)
+        if node == 2:  # regional sends one bin too many
+            reply.content["metrics"]["hist-neg"] = [*reply.content["metrics"]["hist-neg"], 0]
+        return reply
+
+    cfg = compose_config(["experiment=smoke", f"run_dir={tmp_path}", "held_out_centers=[teaching]", "histogram_bins=16"])
+    logs: list[str] = []
+    run = _Run(FakeGrid(list(CENTERS), evaluate), cfg, log=logs.append)
+    run.store.start(cfg, resume=False)
+    run.state = run.fresh_state()
+    run.sites = Sites(CENTERS, train=[1, 2], held_out=[3], info={})
+    final = run.final_evaluation()
+    lines = {line["center"]: line for line in final["centers"]}
+    assert lines["regional"]["error"] == "rejected: hist-neg has 17 bins, expected 16"
+    assert any("rejected the final evaluation of regional" in line for line in logs)
+    assert (lines["clinic"]["n"], lines["teaching"]["n"]) == (3, 4)
+    assert final["internal_test"]["n"] == 3 and final["held_out"]["n"] == 4  # regional left out of the pool
