@@ -284,10 +284,16 @@ def _paint_inside_fan(screen: _Screen, mask: np.ndarray, x: int, y: int, color) 
     _paint_points_inside_fan(screen, xs + x, ys + y, color)
 
 
-def _draw_calipers(screen: _Screen, calipers, label: str | None, rng: np.random.Generator) -> None:
-    """'+' or 'x' marks at each end, a dotted line between them, and the measurement label."""
+def _draw_calipers(screen: _Screen, calipers, label: str | None, rng: np.random.Generator,
+                   color: tuple[int, int, int] | None = None) -> None:
+    """'+' or 'x' marks at each end, a dotted line between them, and the measurement label.
+
+    ``color`` None draws yellow or green at random; the draw is made either way, so the style
+    of a frame does not depend on whether its colour was forced.
+    """
     style = "+" if rng.random() < 0.5 else "x"
-    color = CALIPER_YELLOW if rng.random() < 0.5 else CALIPER_GREEN
+    random_color = CALIPER_YELLOW if rng.random() < 0.5 else CALIPER_GREEN
+    color = random_color if color is None else color
     mark = _caliper_mark(style)
     arm = mark.shape[0] // 2
     for p, q in calipers:
@@ -327,6 +333,7 @@ def burn_in_annotations(
     fan_bbox: tuple[int, int, int, int],
     rng: np.random.Generator,
     pixel_size_mm: float | None = None,
+    caliper_color: tuple[int, int, int] | None = None,
 ) -> np.ndarray:
     """Burn a scanner's screen annotations into a display frame; returns a new uint8 [H, W, 3].
 
@@ -339,7 +346,8 @@ def burn_in_annotations(
     margins of about 4 text lines (12 px each) or a ~130 px side panel; what does not fit is
     left out. ``calipers`` are pairs of (x, y) pixel points
     inside the fan; marks, dotted lines and ``caliper_label`` (e.g. "D1 12.3 mm", next to the
-    first pair) are clipped to the bbox. ``rng`` picks the caliper style/colour and TGC shape.
+    first pair) are clipped to the bbox. ``rng`` picks the caliper style/colour and TGC shape;
+    ``caliper_color`` (RGB) forces the colour (tests sweep every colour a screen uses).
     """
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb must be uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
@@ -358,5 +366,5 @@ def burn_in_annotations(
     tgc_sides = ("right", "left", "bottom", "top")
     screen.place(tgc, _margin_candidates(screen, tgc_sides, *tgc.shape[::-1]), GRAPHICS_RGB)
     if calipers:
-        _draw_calipers(screen, calipers, caliper_label, rng)
+        _draw_calipers(screen, calipers, caliper_label, rng, caliper_color)
     return screen.rgb
