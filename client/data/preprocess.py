@@ -32,7 +32,7 @@ from client.data.fan import estimate_fan_mask
 __all__ = ["FIELDS_OF_VIEW", "PIPELINE_VERSION", "PreprocessConfig", "PreprocessResult", "preprocess", "preprocess_detailed",
            "square_window"]
 
-PIPELINE_VERSION = 1  # bump when the pixels produced for the same config change
+PIPELINE_VERSION = 2  # bump when the pixels produced for the same config change (2: flat strokes, robust tint map)
 FIELDS_OF_VIEW = ("apex", "fan")
 
 
