@@ -137,7 +137,7 @@ def run_deployment(cfg, overrides: list[str], home: Path, run_dir: Path, timeout
     except (TimeoutError, RuntimeError, OSError) as exc:
         result.update(exit_code=1, error=f"{type(exc).__name__}: {str(exc)[:300]}")
     finally:
-        left = fed.stop(grace_s=15)
+        left = fed.stop()
         result["left_running"] = left
     result["wall_s"] = time.perf_counter() - start
     return result

@@ -2,11 +2,13 @@
 
 One ``flower-superlink`` (TLS + SuperNode authentication when given a certificate folder made
 by ``scripts/make-certificates.sh``, else ``--insecure``) and one ``flower-supernode`` per site,
-each in its own session with its own ``FLWR_HOME``; the coordinator's ``FLWR_HOME`` holds one
-connection for the ``flwr`` CLI. A watcher thread records every descendant (ServerApp and
-ClientApp processes) while the federation lives; :meth:`LoopbackFederation.stop` sends SIGTERM,
-then SIGKILL, to each recorded process that is still the same process, and writes
-``processes.json``. Runtime dependency installation and the update check are disabled.
+each with its own ``FLWR_HOME``; the coordinator's ``FLWR_HOME`` holds one connection for the
+``flwr`` CLI. Each runs under a guard (:mod:`simulations.federated.guard`) in a session of its
+own, which records every descendant (superexec, ServerApp and ClientApp processes) and stops
+them all, SIGTERM then SIGKILL, on :meth:`LoopbackFederation.stop` or as soon as the process
+that started them ends, however it ends (a killed test run leaves nothing behind).
+:meth:`LoopbackFederation.stop` writes ``processes.json``. Runtime dependency installation and
+the update check are disabled.
 
 Used by ``tests/server/test_deployment_tls.py`` (TLS, node authentication, two rounds of the
 smoke experiment, an unregistered key refused) and ``benchmarks/bench_federated.py`` (the same experiment deployed vs simulated).
@@ -19,14 +21,14 @@ import os
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simulations.federated.runtime import free_port, stop_tracked, track_tree
+from simulations.federated.guard import Guarded
+from simulations.federated.runtime import free_port, stop_guards
 
 __all__ = ["BIN", "LoopbackFederation", "superlink_healthy", "node_config_string"]
 
@@ -60,12 +62,9 @@ class LoopbackFederation:
     env: dict[str, str]
     certificates: Path | None = None  # None: insecure
     connection: str = "trial"
-    children: list[subprocess.Popen] = field(default_factory=list)
-    tracked: dict[int, dict] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    grace_s: float = 15.0  # SIGTERM -> SIGKILL, for every process started here
+    children: list[Guarded] = field(default_factory=list)
     logs: dict[str, Path] = field(default_factory=dict)
-    _stop_watching: threading.Event = field(default_factory=threading.Event)
-    _watcher: threading.Thread | None = None
 
     @classmethod
     def create(cls, work_dir: Path, *, certificates: Path | None = None, connection: str = "trial",
@@ -84,45 +83,24 @@ class LoopbackFederation:
         return cls(work_dir, port, env, certificates, connection)
 
     # processes -------------------------------------------------------------------------------
-    def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        """Start ``command`` in its own session, output to ``<work_dir>/<name>.log``, and record it."""
+    def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Guarded:
+        """Start ``command`` under a guard, output to ``<work_dir>/<name>.log``, its processes recorded
+        in ``<work_dir>/guards/<name>.json``."""
         log = self.work_dir / f"{name}.log"
         self.logs[name] = log
         with log.open("w") as sink:
-            process = subprocess.Popen(command, env=env or self.env, stdout=sink, stderr=subprocess.STDOUT,
-                                       cwd=self.work_dir, start_new_session=True)
-        with self.lock:
-            self.children.append(process)
-            track_tree(process.pid, self.tracked)
-        if self._watcher is None:
-            self._watcher = threading.Thread(target=self._watch, daemon=True)
-            self._watcher.start()
+            process = Guarded(command, self.work_dir / "guards" / f"{name}.json", env=env or self.env, cwd=self.work_dir,
+                              stdout=sink, stderr=subprocess.STDOUT, grace_s=self.grace_s)
+        self.children.append(process)
         return process
 
-    def _watch(self) -> None:
-        while not self._stop_watching.wait(0.3):
-            self.track_descendants()
+    def processes(self) -> list[dict]:
+        """Every process started here so far (guards, commands, their descendants): pid, start, sid, cmd."""
+        return [process for child in self.children for process in child.processes()]
 
-    def track_descendants(self) -> None:
-        """Record every live descendant (ServerApp, ClientApp processes) of what we started."""
-        with self.lock:
-            for child in self.children:
-                if child.poll() is None:
-                    track_tree(child.pid, self.tracked)
-
-    def stop(self, grace_s: float = 15.0) -> list[int]:
-        """Stop everything recorded (SIGTERM, then SIGKILL); write processes.json; return PIDs left running."""
-        self._stop_watching.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=5)
-        self.track_descendants()
-        with self.lock:
-            tracked = dict(self.tracked)
-        left = stop_tracked(tracked, self.children, grace_s=grace_s)
-        (self.work_dir / "processes.json").write_text(json.dumps(
-            {"processes": [{"pid": pid, **info} for pid, info in sorted(tracked.items())], "left_running": left},
-            indent=1) + "\n")
-        return left
+    def stop(self) -> list[int]:
+        """Stop every tree (SIGTERM, then SIGKILL); write processes.json; return PIDs left running."""
+        return stop_guards(self.children, self.work_dir / "processes.json")
 
     def __enter__(self) -> LoopbackFederation:
         return self
@@ -155,14 +133,15 @@ class LoopbackFederation:
                 raise TimeoutError(f"{what} not within {timeout:.0f}s; logs: {json.dumps(logs, indent=1)}")
             time.sleep(0.5)
 
-    def start_superlink(self, *, node_auth: bool = False, database: bool = True, timeout: float = 60) -> subprocess.Popen:
+    def start_superlink(self, *, node_auth: bool = False, database: bool = False, timeout: float = 60) -> Guarded:
         """``flower-superlink`` (TLS when the federation has certificates) and wait for /health.
 
         ``database``: SQLite state in ``<work_dir>/superlink.db`` (survives a SuperLink restart);
-        False keeps Flower's in-memory state. Measured on 2 busy cores: with the SQLite file,
-        concurrent requests of several SuperNodes and the ServerApp failed with
-        ``sqlite3.OperationalError: database is locked`` (HTTP 500 from the SuperLink, the run
-        lost), so the benchmark uses the in-memory state.
+        by default Flower's in-memory state, as the runbook recommends. With the file, Flower 1.42
+        registers each message's object tree (1,066 objects for a smoke stage reply) in one write
+        transaction, 2-3 s of CPU here, and a concurrent request waits at most 5 s for the lock:
+        measured with ``benchmarks/bench_superlink_state.py``, 2 to 6 replies at once lost 1 of 2
+        to 3 of 6 with ``sqlite3.OperationalError: database is locked`` (HTTP 500, the run lost).
         """
         command = [str(BIN / "flower-superlink")]
         if self.certificates is not None:
@@ -198,7 +177,7 @@ class LoopbackFederation:
         home.mkdir(parents=True, exist_ok=True)
         return {**self.env, "FLWR_HOME": str(home)}
 
-    def start_supernode(self, name: str, node_config: Mapping[str, object], *, auth_key: Path | None = None) -> subprocess.Popen:
+    def start_supernode(self, name: str, node_config: Mapping[str, object], *, auth_key: Path | None = None) -> Guarded:
         return self.start(f"supernode-{name}", self.supernode_command(node_config, auth_key=auth_key), self.hospital_env(name))
 
     def wait_online(self, count: int, timeout: float = 90) -> None:

@@ -7,13 +7,16 @@ three hospitals' public keys are registered with ``flwr supernode register``; th
 folder as ``data-dir``) connect with the CA as ``--root-certificates`` and their private keys.
 ``flwr run`` then runs two rounds of the smoke experiment over them (stage A and stage B, one
 round each, no GAN phase), and a fourth SuperNode with an unregistered key is refused. Every
-process started here (and every descendant) is recorded by PID and stopped in the teardown
+process started here (and every descendant) runs under a guard that records it and stops it in
+the teardown, or when this test process ends in any other way
 (:class:`simulations.federated.loopback.LoopbackFederation`, shared with the federation benchmark).
+The tests pass in any order: each asserts only what the module's fixtures did, not what another
+test did before it.
 
-The SuperLink keeps Flower's in-memory state: with its SQLite ``--database`` file, concurrent
-SuperNode and ServerApp requests on 2 busy cores failed with ``sqlite3.OperationalError:
-database is locked`` (HTTP 500, the run lost; docs/benchmarks.md). Hospitals' processes run with
-one torch thread each, as a simulated site does.
+The SuperLink runs as the runbook starts it, with Flower's in-memory state: with its SQLite
+``--database`` file, replies that arrive together fail with ``sqlite3.OperationalError: database
+is locked`` (HTTP 500, the run lost; measured by ``benchmarks/bench_superlink_state.py``).
+Hospitals' processes run with one torch thread each, as a simulated site does.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from pathlib import Path
 import pytest
 
 from simulations.federated.cli import write_run_config
+from simulations.federated.guard import Guarded, process_alive
 from simulations.federated.loopback import LoopbackFederation
-from simulations.federated.runtime import process_alive
 
 REPO = Path(__file__).resolve().parents[2]
 MAKE_CERTIFICATES = REPO / "scripts" / "make-certificates.sh"
@@ -40,7 +43,7 @@ OVERRIDES = (f"held_out_centers=[{HELD_OUT_CENTER}] expected_sites={len(HOSPITAL
              "synthesis=false rounds.gan=0 rounds.stage_a=1 rounds.stage_b=1 participation.round_timeout_s=240")
 
 
-def _start_hospital(federation: LoopbackFederation, name: str, data_dir: Path) -> subprocess.Popen:
+def _start_hospital(federation: LoopbackFederation, name: str, data_dir: Path) -> Guarded:
     node_config = {"data-dir": data_dir, "center": name, "cache-dir": federation.work_dir / "cache" / name}
     assert federation.certificates is not None
     return federation.start_supernode(name, node_config, auth_key=federation.certificates / "nodes" / name)
@@ -58,7 +61,7 @@ def federation(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     fed = LoopbackFederation.create(work_dir, certificates=certificates, connection=CONNECTION,
                                     extra_env={"ECS_HOME": str(work_dir), "OMP_NUM_THREADS": "1"})
     try:
-        fed.start_superlink(node_auth=True, database=False)
+        fed.start_superlink(node_auth=True)  # in-memory state, as in the runbook
         for name in HOSPITALS:
             registered = fed.flwr("supernode", "register", str(certificates / "nodes" / f"{name}.pub"), CONNECTION,
                                   "--name", name, cwd=REPO)
@@ -68,7 +71,7 @@ def federation(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         fed.wait_online(len(HOSPITALS), timeout=90)
         yield fed
     finally:
-        left = fed.stop(grace_s=15)
+        left = fed.stop()
         assert left == [], f"processes still running after the teardown: {left}"
 
 
@@ -117,10 +120,29 @@ def test_unregistered_supernode_is_refused(federation: LoopbackFederation) -> No
     assert all(node["status"] == "online" for node in nodes), nodes
 
 
-def test_every_started_process_is_tracked_by_pid(federation: LoopbackFederation) -> None:
-    federation.track_descendants()
-    commands = [info["cmd"] for info in federation.tracked.values()]
-    assert sum("flower-superlink" in cmd for cmd in commands) == 1
-    assert sum("flower-supernode" in cmd for cmd in commands) == len(HOSPITALS) + 1
-    assert all(process_alive(child.pid, federation.tracked[child.pid]["start"])
-               for child in federation.children if child.returncode is None)
+def _program(cmd: str) -> str:
+    """The program a recorded command line runs (``python .../bin/flower-superlink ...`` -> flower-superlink)."""
+    words = cmd.split()
+    return Path(words[1] if len(words) > 1 and Path(words[0]).name.startswith("python") else words[0]).name
+
+
+def test_every_started_process_is_recorded_by_its_guard(federation: LoopbackFederation) -> None:
+    started = [name for name in federation.logs]  # superlink, supernode-<name> (+ the intruder, if its test ran)
+    processes = [p for p in federation.processes() if not p["cmd"].startswith("guard: ")]
+    programs = [_program(p["cmd"]) for p in processes]
+    assert programs.count("flower-superlink") == 1
+    assert programs.count("flower-supernode") == sum(name.startswith("supernode-") for name in started)
+    # each running SuperLink's and SuperNode's superexec (started a moment after it comes online) is
+    # in the record of that process's guard; the SuperLink's runs in a session of its own
+    running = [child for child in federation.children if child.poll() is None]
+
+    def superexecs(child: Guarded) -> list[dict]:
+        return [p for p in child.record()["processes"] if _program(p["cmd"]) == "flower-superexec"]
+
+    federation.wait_for(lambda: all(superexecs(child) for child in running), 60, "a superexec under every guard")
+    superlink = federation.children[0]
+    assert [p["sid"] == p["pid"] for p in superexecs(superlink)] == [True], superexecs(superlink)
+    for child in running:
+        commands = {p["pid"]: p for p in child.record()["processes"]}
+        command = commands[child.record()["pid"]]
+        assert process_alive(command["pid"], command["start"]), command
