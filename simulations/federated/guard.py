@@ -46,7 +46,9 @@ from pathlib import Path
 __all__ = ["Guarded", "ProcStat", "proc_stat", "process_alive", "descendants", "cmdline", "main"]
 
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
-POLL_S = 0.5  # how often the guard looks at its tree (and at its standard input)
+# how often the guard looks at its tree: one pass over /proc costs ~7 ms of CPU on a busy 2-core
+# machine, and a loopback federation runs 5 guards. End of input and the command's exit are seen at once.
+POLL_S = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -60,10 +62,19 @@ class ProcStat:
     start: int  # start time in clock ticks since boot: with the PID, identifies the process
 
 
+def _read(path: str) -> bytes:
+    """A small /proc file in one read (os.read: a third of the cost of Path.read_text per call)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
 def proc_stat(pid: int) -> ProcStat | None:
     """The stat of a live process; None if it is gone or a zombie (already dead)."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        raw = _read(f"/proc/{pid}/stat").decode(errors="replace")
     except OSError:
         return None
     fields = raw[raw.rfind(")") + 2:].split()  # the command name in parentheses may hold spaces
@@ -108,7 +119,7 @@ def process_alive(pid: int, start_time: int) -> bool:
 def cmdline(pid: int) -> str:
     """The command line of ``pid`` ('' when gone)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        return _read(f"/proc/{pid}/cmdline").replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
 
@@ -128,6 +139,7 @@ class _Tree:
         self.guard_pid = guard_pid
         self.seen: dict[int, dict] = {}  # pid -> {"start", "sid", "cmd"}
         self.killed: set[int] = set()  # what still ran after the grace period (SIGKILL)
+        self._fresh: set[int] = set()  # first seen in the last scan: maybe between fork and exec
 
     def scan(self) -> bool:
         """Record every descendant, and every process in a session one of them led; True if anything changed."""
@@ -137,14 +149,19 @@ class _Tree:
         for pid, info in table.items():
             if pid != self.guard_pid and self._in_our_session(info, table):
                 found.setdefault(pid, info.start)
-        changed = False
+        changed, fresh = False, set()
         for pid, start in found.items():
-            # a child seen between fork and exec shows its parent's command line: read it again
-            info, cmd = table[pid], cmdline(pid)[:300]
-            known = self.seen.get(pid)
-            if known is None or known["start"] != start or (cmd and known["cmd"] != cmd) or known["sid"] != info.sid:
-                self.seen[pid] = {"start": start, "sid": info.sid, "cmd": cmd or (known or {}).get("cmd", "")}
-                changed = True
+            known, info = self.seen.get(pid), table[pid]
+            if known is None or known["start"] != start:
+                self.seen[pid] = {"start": start, "sid": info.sid, "cmd": cmdline(pid)[:300]}
+                fresh.add(pid)
+            elif pid in self._fresh or known["sid"] != info.sid:
+                # seen between fork and exec it showed its parent's command line; or it left the session since
+                known.update(sid=info.sid, cmd=cmdline(pid)[:300] or known["cmd"])
+            else:
+                continue
+            changed = True
+        self._fresh = fresh
         return changed
 
     def _in_our_session(self, info: ProcStat, table: dict[int, ProcStat]) -> bool:
