@@ -39,6 +39,8 @@ import threading
 import time
 from pathlib import Path
 
+from simulations.federated.guard import Guarded  # standard library only: --analyse stays light
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,13 +75,15 @@ def _echo(line: str) -> None:
 
 
 def _stream(command: list[str], env: dict[str, str], log_path: Path, timeout: float) -> int:
-    """Run ``command``, its output to ``log_path`` (progress echoed); SIGTERM after ``timeout``.
+    """Run ``command`` under a guard, its output to ``log_path`` (progress echoed); stopped after ``timeout``.
 
-    ``ecs-simulate`` stops everything it started on SIGTERM; ``flwr run`` only streams.
+    The guard sends SIGTERM (``ecs-simulate`` then stops everything it started; ``flwr run`` only
+    streams), and stops the command just the same if this benchmark is interrupted or killed.
     """
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        timer = threading.Timer(timeout, process.terminate)
+        process = Guarded(command, log_path.with_suffix(".processes.json"), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, grace_s=60)
+        timer = threading.Timer(timeout, process.request_stop)
         timer.start()
         try:
             assert process.stdout is not None
@@ -89,6 +93,8 @@ def _stream(command: list[str], env: dict[str, str], log_path: Path, timeout: fl
             return process.wait()
         finally:
             timer.cancel()
+            if process.poll() is None:
+                process.stop()
 
 
 def run_simulation(experiment: str, overrides: list[str], home: Path, run_dir: Path, timeout: float) -> dict:
