@@ -193,6 +193,8 @@ def read_label_file(path: str | Path, *, check_files: bool = True) -> list[Label
         raise LabelFileError(
             f"{path}: not UTF-8 text (byte {exc.start}); save the CSV as UTF-8"
         ) from None
+    except OSError as exc:  # unreadable: permissions, a folder of that name, an I/O error
+        raise LabelFileError(f"{path}: cannot read the label file ({exc.strerror or exc})") from None
 
 
 def _read_rows(path: Path, check_files: bool) -> list[LabelRow]:

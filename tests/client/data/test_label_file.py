@@ -137,3 +137,15 @@ def test_paths_inside_the_folder_are_read_and_symlinks_followed(tmp_path: Path) 
     path = site / "labels.csv"
     path.write_text("patient_id,file,modality,label\np1,us/../a.dcm,US,1\np2,./us/linked.dcm,US,0\n")
     assert [row.file for row in read_label_file(path)] == ["us/../a.dcm", "./us/linked.dcm"]
+
+
+def test_unreadable_label_file_is_a_label_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("patient_id,file,modality,label\n")
+
+    def refuse(self: Path, *args, **kwargs):  # root ignores chmod, so the refusal is simulated
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(LabelFileError, match=r"labels.csv: cannot read the label file \(Permission denied\)"):
+        read_label_file(labels)
