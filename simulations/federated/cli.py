@@ -9,8 +9,9 @@
    configuration from it, so the simulated run is the run a coordinator would launch.
 3. Streams the run: progress lines (``[ecs] ...``) on the console, everything in
    ``<run_dir>/flower.log``.
-4. Stops every process it started (SuperLink, simulation process, Ray), by PID, also on error,
-   timeout or Ctrl-C; ``processes.json`` lists them.
+4. Stops every process it started (SuperLink, simulation process, Ray), also on error, timeout,
+   Ctrl-C or SIGTERM, and even when it is itself killed (each tree runs under a guard,
+   :mod:`simulations.federated.guard`); ``processes.json`` lists them.
 5. Prints the summary table (``summary.md``) from the run directory; exits non-zero if the run
    did not complete (its ``metrics.json`` is missing).
 
