@@ -229,13 +229,14 @@ def audit_markdown(report: dict) -> str:
         "|---|---|---|---|---|",
         *(_row(label.get(n, n), r, CROSS_CHECK, False) for n, r in report["cross_check_auc"].items()),
         "",
-        "| seed | AUC calipers | AUC no calipers | s (calipers run) | s (no-calipers run) |",
+        "| seed | AUC calipers | AUC no calipers | s calipers run | s no-calipers run |",
         "|---|---|---|---|---|",
     ]
     for row in report["per_seed"]:
         cal, none = row["calipers"], row["no_calipers"]
         lines.append(f"| {row['seed']} | {cal['auc']['pooled']:.3f} | {none['auc']['pooled']:.3f} | "
                      f"{cal['seconds']:.0f} | {none['seconds']:.0f} |")
+    lines += ["", "(s per run: the run's wall time, including its cohort's generation when that run made it.)"]
     return "\n".join([*lines, "", report["verdict"], ""])
 
 
