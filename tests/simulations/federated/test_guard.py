@@ -73,7 +73,7 @@ def test_nothing_outlives_a_starter_killed_from_outside(tmp_path: Path, marker: 
     _wait_for(lambda: len(_sleeps(marker)) == 3)
 
     starter.send_signal(how)
-    assert starter.wait(timeout=10) != 0
+    assert starter.wait(timeout=60) != 0  # seconds on a quiet machine; CI's cores may be shared
     left = wait_until_gone(MARKER, marker, timeout=15)
     assert left == {}, left
     outcome = json.loads(record.read_text())
