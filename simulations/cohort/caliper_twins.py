@@ -108,9 +108,12 @@ def _preprocessed(path: Path, cfg: PreprocessConfig) -> np.ndarray:
     return preprocess(decode_dicom(path), cfg)[0]
 
 
-def caliper_footprint(twins: CaliperTwins, cfg: PreprocessConfig) -> np.ndarray:
-    """The drawn caliper pixels carried through ``cfg``'s crop and resize: float32 ``[S, S]`` in [0, 1]."""
-    decoded = decode_dicom(twins.with_calipers)
+def caliper_footprint(twins: CaliperTwins, cfg: PreprocessConfig, decoded: DecodedImage | None = None) -> np.ndarray:
+    """The drawn caliper pixels carried through ``cfg``'s crop and resize: float32 ``[S, S]`` in [0, 1].
+
+    ``decoded``: the with-calipers twin already decoded (read from its file otherwise).
+    """
+    decoded = decode_dicom(twins.with_calipers) if decoded is None else decoded
     drawn = replace(decoded, frames=twins.caliper_pixels[None].astype(np.float32), color_deviation=None)
     return preprocess(drawn, replace(cfg, remove_annotations=False, mask_fan=False))[0]
 
@@ -151,7 +154,7 @@ def surviving_caliper_contrast(twins: CaliperTwins, cfg: PreprocessConfig) -> fl
         mask[:] = False
     d = (preprocess(_with_annotations_removed(with_calipers, mask), untouched)[0]
          - preprocess(_with_annotations_removed(without_calipers, mask), untouched)[0])
-    footprint = (caliper_footprint(twins, cfg) > 0.05) & (np.abs(d0) > 1.0 / 255.0)
+    footprint = (caliper_footprint(twins, cfg, with_calipers) > 0.05) & (np.abs(d0) > 1.0 / 255.0)
     if not footprint.any():
         raise ValueError("the twins do not differ after preprocessing: no caliper in the field of view")
     return float(np.sum(np.sign(d0[footprint]) * d[footprint]) / np.sum(np.abs(d0[footprint])))
