@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ecs_models import create_model
 from ecs_models.complexity import complexity_report
-from simulations.centralized.run import finished_run, run_training
+from simulations.centralized.run import ensure_cohort, fill_cache, finished_run, run_training
 
 REPORT_SIZE = 320  # input size at which the table reports cost (the paper's LSNet input)
 
@@ -46,31 +46,68 @@ def variant_config(base: DictConfig, overrides: dict, seed: int) -> DictConfig:
     return cfg
 
 
-def train_variants(cfg: DictConfig, run_dir: Path, log: Callable[[str], None] = _log) -> tuple[dict[str, list[dict]], dict[str, DictConfig]]:
+def train_variants(cfg: DictConfig, run_dir: Path, log: Callable[[str], None] = _log,
+                   jobs: int = 1) -> tuple[dict[str, list[dict]], dict[str, DictConfig]]:
     """Train every variant of ``cfg.variants`` for every seed of ``cfg.seeds`` (or ``cfg.seed``).
 
     Run folders are ``run_dir/<variant>/seed<s>``; one that finished with the same configuration
-    is reused. Returns (variant -> metrics of each seed, in ``seeds`` order; variant -> its config
-    of the last seed).
+    is reused. ``jobs`` > 1 (a big machine): the cohorts are made and their preprocessing cached
+    first, then the unfinished runs train ``jobs`` at a time in their own processes (each trains
+    its own GAN where it synthesizes, instead of sharing one per seed). Returns (variant ->
+    metrics of each seed, in ``seeds`` order; variant -> its config of the last seed).
     """
     seeds = list(cfg.seeds) if cfg.seeds is not None else [int(cfg.seed)]
+    runs = [(seed, variant, variant_config(cfg, {} if overrides is None else OmegaConf.to_container(overrides), seed))
+            for seed in seeds for variant, overrides in cfg.variants.items()]  # seed-major
+    if jobs > 1:
+        _train_in_parallel(runs, run_dir, jobs, log)
     results: dict[str, list[dict]] = {}
     cfgs: dict[str, DictConfig] = {}
     synthetic_cache: dict = {}
-    for seed in seeds:  # seed-major: an interrupted comparison still holds whole seeds
-        synthetic_cache.clear()  # one GAN per seed, shared by that seed's variants
-        for variant, overrides in cfg.variants.items():
-            vcfg = variant_config(cfg, {} if overrides is None else OmegaConf.to_container(overrides), seed)
-            cfgs[variant] = vcfg
-            variant_dir = run_dir / variant / f"seed{seed}"
-            metrics = finished_run(variant_dir, vcfg)
-            if metrics is not None:
-                log(f"== {variant} seed {seed}: reusing the finished run in {variant_dir}")
-            else:
-                log(f"== {variant} seed {seed}")
-                metrics = run_training(vcfg, variant_dir, log, synthetic_cache=synthetic_cache)
-            results.setdefault(variant, []).append(metrics)
+    for seed, variant, vcfg in runs:  # seed-major: an interrupted comparison still holds whole seeds
+        if variant == next(iter(cfg.variants)):
+            synthetic_cache.clear()  # one GAN per seed, shared by that seed's variants
+        cfgs[variant] = vcfg
+        variant_dir = run_dir / variant / f"seed{seed}"
+        metrics = finished_run(variant_dir, vcfg)
+        if metrics is not None:
+            log(f"== {variant} seed {seed}: reusing the finished run in {variant_dir}")
+        else:
+            log(f"== {variant} seed {seed}")
+            metrics = run_training(vcfg, variant_dir, log, synthetic_cache=synthetic_cache)
+        results.setdefault(variant, []).append(metrics)
     return results, cfgs
+
+
+def _train_one(resolved: dict, run_dir: str, threads: int) -> str:
+    """One run in a worker process of :func:`_train_in_parallel`; its log lines carry its folder."""
+    import torch
+
+    torch.set_num_threads(threads)
+    name = "/".join(Path(run_dir).parts[-2:])
+    run_training(OmegaConf.create(resolved), Path(run_dir), lambda m: print(f"[{name}] {m}", flush=True))
+    return name
+
+
+def _train_in_parallel(runs: list[tuple[int, str, DictConfig]], run_dir: Path, jobs: int, log: Callable[[str], None]) -> None:
+    """Train the unfinished ``(seed, variant, config)`` runs ``jobs`` at a time (spawned processes)."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    todo = [(vcfg, run_dir / variant / f"seed{seed}") for seed, variant, vcfg in runs
+            if finished_run(run_dir / variant / f"seed{seed}", vcfg) is None]
+    if not todo:
+        return
+    workers = max(1, (os.cpu_count() or 1))
+    for cohort in {str(vcfg.cohort_dir): vcfg for vcfg, _ in todo}.values():  # one generation per cohort, not racing
+        fill_cache(ensure_cohort(cohort, log), cohort, workers, log)
+    threads = max(1, workers // min(jobs, len(todo)))
+    log(f"training {len(todo)} run(s), {jobs} at a time, {threads} torch thread(s) each")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_one, OmegaConf.to_container(vcfg, resolve=True), str(d), threads) for vcfg, d in todo]
+        for future in as_completed(futures):
+            log(f"finished {future.result()}")
 
 
 def _mean_std(values: list[float]) -> str:

@@ -43,7 +43,7 @@ from simulations.cohort.generate import cohort_fingerprint, generate_cohort
 from simulations.cohort.repartition import is_partition_of
 from simulations.cohort.spec import cohort_spec_from_config
 
-__all__ = ["seed_everything", "resolve_device", "ensure_cohort", "run_training", "finished_run", "held_out_datasets",
+__all__ = ["seed_everything", "resolve_device", "ensure_cohort", "fill_cache", "run_training", "finished_run", "held_out_datasets",
            "student_from_run", "save_synthetic", "load_synthetic"]
 
 RUN_CONFIG = "config.yaml"  # the run's resolved configuration, written before it trains
@@ -81,6 +81,36 @@ def ensure_cohort(cfg: DictConfig, log: Log) -> Path:
         return out
     generate_cohort(spec, out, seed=seed, workers=int(cfg.cohort_workers), log=log)
     return out
+
+
+def _preprocess_one(path: str, output_size: int, cache_dir: str) -> None:
+    from client.data.cache import PreprocessedCache
+    from client.data.pipeline import load_preprocessed
+
+    try:
+        load_preprocessed(path, PreprocessConfig(output_size=output_size), PreprocessedCache(cache_dir))
+    except Exception:  # noqa: BLE001 - the dataset quarantines it with the reason when it reads the file
+        pass
+
+
+def fill_cache(cohort_dir: Path, cfg: DictConfig, workers: int, log: Log) -> None:
+    """Preprocess every ultrasound file of every center of ``cohort_dir`` into ``cfg.paths.cache``
+    (as ``cfg`` trains) with ``workers`` processes, so that runs started afterwards only read it.
+
+    The datasets fill the cache one file at a time otherwise; this is the same work in parallel
+    (cache writes are atomic, so concurrent fills of one file are harmless)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ecs_models.training.data import site_rows
+
+    paths = [str(center / row.file) for center in sorted(p for p in Path(cohort_dir).iterdir() if (p / "manifest.csv").is_file())
+             for row in site_rows(center, ["train", "val", "test", ""])]
+    size, cache = int(cfg.training.preprocess_size), str(cfg.paths.cache)
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for done, _ in enumerate(pool.map(_preprocess_one, paths, [size] * len(paths), [cache] * len(paths), chunksize=8), 1):
+            if done % 500 == 0 or done == len(paths):
+                log(f"cache {Path(cohort_dir).name}: {done}/{len(paths)} ultrasound files ({time.perf_counter() - start:.0f} s)")
 
 
 def held_out_datasets(cfg: DictConfig, cohort_dir: Path, centers: list[str]) -> dict[str, object]:

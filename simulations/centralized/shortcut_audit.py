@@ -21,6 +21,7 @@ Writes ``audit.md`` and ``audit.json`` into the output folder and prints the tab
 
     python -m simulations.centralized.shortcut_audit                      # quick cohort, seed 0
     python -m simulations.centralized.shortcut_audit --seeds 0 1 2 --threads 1
+    python -m simulations.centralized.shortcut_audit --seeds 0 1 2 --jobs 6 device=cuda cohort_workers=16   # a GPU machine
     python -m simulations.centralized.shortcut_audit --preset smoke paths.root=/tmp/x   # tiny cohort, ~1 min
     python -m simulations.centralized.shortcut_audit cohort_workers=1 paths.root=/tmp/ecs-audit   # any ecs-train override
 """
@@ -145,12 +146,12 @@ def _score_seed(dirs: dict[str, Path], no_calipers_cohort: str, log: Log) -> dic
     return scored
 
 
-def run_audit(cfg: DictConfig, out_dir: Path, *, resamples: int = 2000, log: Log = _log) -> dict:
-    """Train (or reuse) both twins for every seed of ``cfg``, score them, write ``audit.json`` and
-    ``audit.md`` into ``out_dir``; returns the report (the content of ``audit.json``)."""
+def run_audit(cfg: DictConfig, out_dir: Path, *, resamples: int = 2000, jobs: int = 1, log: Log = _log) -> dict:
+    """Train (or reuse) both twins for every seed of ``cfg`` (``jobs`` runs at a time), score them,
+    write ``audit.json`` and ``audit.md`` into ``out_dir``; returns the report (``audit.json``)."""
     _check_pipeline(out_dir)
     log(f"data layer: {Path(client.data.__file__).parent} (pipeline version {PIPELINE_VERSION})")
-    results, cfgs = train_variants(cfg, out_dir, log)
+    results, cfgs = train_variants(cfg, out_dir, log, jobs=jobs)
     seeds = [int(m["seed"]) for m in results[TWINS[0]]]
     cohorts = {twin: str(cfgs[twin].cohort_dir) for twin in TWINS}
     log(f"scoring {len(seeds)} seed(s) on the held-out centers ({resamples} patient-level bootstrap draws)")
@@ -249,6 +250,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path,
                         help="output folder; rerunning into it reuses finished runs (default: <paths.runs>/train/shortcut_audit/<preset>)")
     parser.add_argument("--threads", type=int, help="torch threads for training and scoring (default: torch's)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="trainings at a time, each in its own process (a big machine or a GPU; default 1)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap draws of held-out patients (default 2000)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of ecs-train, e.g. paths.root=/tmp/x cohort_workers=1")
     return parser
@@ -270,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = audit_config(args.preset, args.seeds, args.overrides)
         out_dir = args.out or Path(cfg.paths.runs) / "train" / EXPERIMENT / args.preset
         _log(f"preset {args.preset}, seeds {list(cfg.seeds)}, torch threads {torch.get_num_threads()} -> {out_dir}")
-        report = run_audit(cfg, out_dir, resamples=args.resamples)
+        report = run_audit(cfg, out_dir, resamples=args.resamples, jobs=args.jobs)
     except (ValueError, FileNotFoundError, CohortExistsError, HydraException, OmegaConfBaseException) as exc:
         sys.exit(f"shortcut_audit: {exc}")
     print(audit_markdown(report), flush=True)
