@@ -73,3 +73,28 @@ def test_finished_runs_are_reused_and_another_pipeline_version_is_refused(smoke_
     (tmp_path / "pipeline.json").write_text(json.dumps({"pipeline_version": -1}))
     with pytest.raises(ValueError, match="pipeline version -1"):
         run_audit(cfg, tmp_path)
+
+
+def test_parallel_runs_equal_sequential_runs_at_equal_threads(smoke_audit, tmp_path: Path, monkeypatch) -> None:
+    """``--jobs``: runs trained side by side in spawned processes (one torch thread each on two
+    cores) give the numbers of the same runs trained one after the other with one thread."""
+    import os
+
+    import torch
+
+    from simulations.centralized.cli import train_variants
+
+    _, _, overrides = smoke_audit
+    cfg = audit_config("smoke", [1], overrides)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    parallel, _ = train_variants(cfg, tmp_path / "parallel", jobs=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sequential, _ = train_variants(cfg, tmp_path / "sequential")
+    finally:
+        torch.set_num_threads(threads)
+    for twin in TWINS:
+        assert (tmp_path / "parallel" / twin / "seed1" / "metrics.json").is_file()
+        same = [json.dumps(runs[twin][0]["held_out"], sort_keys=True) for runs in (parallel, sequential)]  # NaN == NaN
+        assert same[0] == same[1], twin
