@@ -108,8 +108,8 @@ def run_simulation(experiment: str, overrides: list[str], home: Path, run_dir: P
 
 def run_deployment(cfg, overrides: list[str], home: Path, run_dir: Path, timeout: float) -> dict:  # noqa: ANN001
     """The experiment on a loopback Deployment Runtime: SuperLink + one SuperNode per center."""
-    from simulations.federated.cli import write_run_config
     from simulations.federated.loopback import LoopbackFederation
+    from simulations.federated.simulate import write_run_config
 
     cohort_dir = Path(str(cfg.cohort_dir)).resolve()
     summary = json.loads((cohort_dir / "cohort.json").read_text())
@@ -158,7 +158,7 @@ def model_bytes(run_dir: Path) -> dict[str, int]:
     """Parameter bytes (and state-dict bytes) of the run's classifier (student + teacher) and GAN."""
     from omegaconf import OmegaConf
 
-    from client.task import build_classifier, build_gan
+    from ecs_models.build import build_classifier, build_gan
     from server.federation import model_spec
 
     cfg = OmegaConf.load(run_dir / "config.yaml")

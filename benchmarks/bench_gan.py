@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from client.data.gan_images import load_center_mri, load_center_us, load_paired_renders
 from ecs_models.sg_cyclegan import SG_CYCLEGAN_CFGS, create_sg_cyclegan
 from ecs_models.training.gan import GanTrainConfig, GanTrainer, synthesize_us, train_gan
-from ecs_models.training.gan_data import load_center_mri, load_center_us, load_paired_renders
-from ecs_models.training.synthesis_metrics import (
+from simulations.centralized.synthesis_metrics import (
     RandomConvFeatures,
     extract_features,
     kid,

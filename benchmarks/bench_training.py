@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 from ecs_models import create_model  # noqa: E402
 from ecs_models.training.distill import DistillationModel, StageConfig, train_stage  # noqa: E402
-from simulations.centralized.run import resolve_device  # noqa: E402
+from ecs_models.training.runtime import resolve_device  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

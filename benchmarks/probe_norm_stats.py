@@ -36,8 +36,10 @@ from omegaconf import OmegaConf  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from client.data.preprocess import PreprocessConfig  # noqa: E402
-from client.task import build_classifier, cohort_centers  # noqa: E402
-from ecs_models.training.data import TransformedImages, combine, make_loader, site_us_dataset  # noqa: E402
+from client.data.site_datasets import site_us_dataset  # noqa: E402
+from client.task import cohort_centers  # noqa: E402
+from ecs_models.build import build_classifier  # noqa: E402
+from ecs_models.training.data import TransformedImages, combine, make_loader  # noqa: E402
 from ecs_models.training.distill import predict_scores  # noqa: E402
 from ecs_models.training.norm_stats import (  # noqa: E402
     estimate_batch_norm_stats,

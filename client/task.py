@@ -41,24 +41,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Subset
 
 from client.data.labels import read_label_file
 from client.data.preprocess import PreprocessConfig
-from ecs_models import create_model
+from client.data.site_datasets import site_us_dataset
+from ecs_models.build import build_classifier, build_gan, generator_keys, state_sha256
 from ecs_models.training.binned_metrics import DEFAULT_BINS, confusion_at, score_histograms
 from ecs_models.training.data import (
     TransformedImages,
     combine,
     dataset_labels,
     make_loader,
-    site_us_dataset,
     synthetic_dataset,
 )
-from ecs_models.training.distill import DistillationModel, StageConfig, predict_scores, train_stage
-from simulations.centralized.run import resolve_device, seed_everything
+from ecs_models.training.distill import StageConfig, predict_scores, train_stage
+from ecs_models.training.runtime import resolve_device, seed_everything
 from strategies.fedbn import LocalStateStore, norm_keys, split_norm
 from strategies.fedprox import proximal_term
 
@@ -67,10 +66,6 @@ __all__ = [
     "site_from_config",
     "cohort_centers",
     "round_seed",
-    "build_classifier",
-    "build_gan",
-    "generator_keys",
-    "state_sha256",
     "site_info",
     "train_gan_round",
     "synthesize",
@@ -142,42 +137,6 @@ def round_seed(seed: int, center: str, phase: str, global_round: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def state_sha256(state: Mapping[str, np.ndarray | torch.Tensor]) -> str:
-    """Content hash of named arrays (sorted keys, dtype, shape, bytes)."""
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        value = state[key]
-        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        digest.update(f"{key}|{array.dtype}|{array.shape}|".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
-
-
-# -- models --------------------------------------------------------------------------------
-def build_classifier(spec: Mapping) -> DistillationModel:
-    """``DistillationModel`` from ``{"student": {"name", ...}, "teacher": {...} | None}``."""
-    student_cfg = dict(spec["student"])
-    student = create_model(student_cfg.pop("name"), **student_cfg)
-    teacher = None
-    if spec.get("teacher"):
-        teacher_cfg = dict(spec["teacher"])
-        teacher = create_model(teacher_cfg.pop("name"), **teacher_cfg)
-    return DistillationModel(student, teacher)
-
-
-def build_gan(spec: Mapping) -> torch.nn.Module:
-    """SG-CycleGAN from ``{"name", "preset", "image_size"}``."""
-    import ecs_models.sg_cyclegan  # noqa: F401  (registers sg_cyclegan / cyclegan_vanilla)
-
-    cfg = dict(spec)
-    return create_model(cfg.pop("name"), **cfg)
-
-
-def generator_keys(state_keys: list[str]) -> list[str]:
-    """Keys the MRI -> US translation needs (MAFE + that branch): what synthesis is sent."""
-    return [k for k in state_keys if k.startswith(("mafe.", "branch_mri_to_us."))]
-
-
 def _load(model: torch.nn.Module, shared: Mapping[str, torch.Tensor], local: Mapping[str, torch.Tensor] | None = None) -> None:
     """Global arrays, then the site's own (FedBN) arrays over them; unknown keys raise."""
     state = model.state_dict()
@@ -202,7 +161,7 @@ def _us(site: Site, split: str, size: int):
 
 
 def _gan_images(site: Site, modality: str, size: int):
-    from ecs_models.training.gan_data import load_center_mri, load_center_us
+    from client.data.gan_images import load_center_mri, load_center_us
 
     key = ("gan", str(site.data_dir), modality, size)
     if key not in _MEMO:

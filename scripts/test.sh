@@ -7,5 +7,7 @@ cd "$repo"
 source scripts/setup-env.sh
 echo "[test] ruff" >&2
 ruff check .
+echo "[test] import contracts (pyproject.toml [tool.importlinter])" >&2
+lint-imports
 echo "[test] pytest" >&2
 python -m pytest "$@"

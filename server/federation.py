@@ -46,14 +46,14 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from omegaconf import DictConfig, OmegaConf
 
-from client.task import build_classifier, build_gan, generator_keys, state_sha256
+from ecs_models.build import build_classifier, build_gan, generator_keys, state_sha256
 from ecs_models.export import check_onnx_parity, export_onnx
 from ecs_models.training.binned_metrics import binned_metrics, binned_threshold
 from ecs_models.training.distill import StageConfig
 from ecs_models.training.metrics import CheckpointSelector
+from ecs_models.training.runtime import seed_everything
 from server.config import held_out_centers
 from server.store import RunStore
-from simulations.centralized.run import seed_everything
 from strategies.factory import StrategySpec, build_strategy
 from strategies.fedbn import norm_keys
 from strategies.validation import evaluate_problem

@@ -1,6 +1,7 @@
-"""Classifier datasets of a site: real ultrasound from its DICOM folder, synthetic ultrasound
-from its MRI, and the train/eval transforms (the paper's RandomResizedCrop, vertical flip and
-mild intensity jitter). Used alike by centralized runs and federated clients.
+"""Classifier datasets: synthetic ultrasound from the generator, concatenation, labels, loaders and
+the train/eval transforms (the paper's RandomResizedCrop, vertical flip and mild intensity
+jitter). Used alike by centralized runs and federated clients; a site's real ultrasound comes
+from :mod:`client.data.site_datasets`.
 
 Image convention: the data layer gives float32 [1, S, S] in [0, 1]; models see [-1, 1].
 """
@@ -8,18 +9,13 @@ Image convention: the data layer gives float32 [1, S, S] in [0, 1]; models see [
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 from torchvision.transforms import v2
 
-from client.data.dataset import SiteImageDataset
-from client.data.labels import LabelRow, read_label_file
-from client.data.preprocess import PreprocessConfig
-
-__all__ = ["TransformedImages", "make_loader", "site_rows", "site_us_dataset", "synthetic_dataset", "combine", "dataset_labels"]
+__all__ = ["TransformedImages", "make_loader", "synthetic_dataset", "combine", "dataset_labels"]
 
 
 class TransformedImages(Dataset[tuple[torch.Tensor, int]]):
@@ -50,19 +46,6 @@ class TransformedImages(Dataset[tuple[torch.Tensor, int]]):
         return image * 2.0 - 1.0, int(label)
 
 
-def site_rows(center_dir: str | Path, splits: Sequence[str], modality: str = "US") -> list[LabelRow]:
-    """Rows of a site's label file in the given splits (``""`` matches rows without a split)."""
-    rows = read_label_file(Path(center_dir) / "manifest.csv")
-    return [r for r in rows if r.split in splits and r.modality == modality]
-
-
-def site_us_dataset(
-    center_dir: str | Path, splits: Sequence[str], preprocess_cfg: PreprocessConfig, cache_dir: str | Path | None
-) -> SiteImageDataset:
-    """Real ultrasound frames of a site's rows in ``splits``, items ``([1, S, S] in [0, 1], label)``."""
-    return SiteImageDataset(center_dir, site_rows(center_dir, splits), preprocess_cfg, cache_dir, modality="US")
-
-
 def synthetic_dataset(images: torch.Tensor, labels: Sequence[int]) -> TensorDataset:
     """Synthetic ultrasound from the generator (float [N, 1, S, S] in [-1, 1]) as ``([0, 1], label)`` items."""
     if len(images) != len(labels):
@@ -80,7 +63,7 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
     """Labels of every item, without loading images where the dataset knows them."""
     if isinstance(dataset, ConcatDataset):
         return np.concatenate([dataset_labels(d) for d in dataset.datasets]) if dataset.datasets else np.zeros(0, np.int64)
-    if isinstance(dataset, SiteImageDataset):
+    if isinstance(getattr(dataset, "labels", None), list):  # a site's dataset knows its labels without reading images
         return np.asarray(dataset.labels, dtype=np.int64)
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[1].numpy().astype(np.int64)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from client.data.preprocess import PreprocessConfig
+from client.data.site_datasets import site_us_dataset
 from ecs_models import create_model
 from ecs_models.complexity import complexity_report
 from ecs_models.export import check_onnx_parity, export_onnx
@@ -34,11 +34,11 @@ from ecs_models.training.data import (
     combine,
     dataset_labels,
     make_loader,
-    site_us_dataset,
     synthetic_dataset,
 )
 from ecs_models.training.distill import DistillationModel, StageConfig, predict_scores, train_stage
 from ecs_models.training.metrics import CheckpointSelector, choose_threshold, screening_metrics
+from ecs_models.training.runtime import resolve_device, seed_everything
 from simulations.cohort.generate import cohort_fingerprint, generate_cohort
 from simulations.cohort.repartition import is_partition_of
 from simulations.cohort.spec import cohort_spec_from_config
@@ -50,21 +50,6 @@ RUN_CONFIG = "config.yaml"  # the run's resolved configuration, written before i
 SYNTHETIC_FILE = "synthetic.npz"  # the synthetic ultrasound stage A trained on (uint8 images, labels)
 
 Log = Callable[[str], None]
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, numpy and torch from one integer; returns a generator for data loaders."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002  (third-party code drawing from the global RNG)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def ensure_cohort(cfg: DictConfig, log: Log) -> Path:
@@ -101,7 +86,7 @@ def fill_cache(cohort_dir: Path, cfg: DictConfig, workers: int, log: Log) -> Non
     (cache writes are atomic, so concurrent fills of one file are harmless)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from ecs_models.training.data import site_rows
+    from client.data.site_datasets import site_rows
 
     paths = [str(center / row.file) for center in sorted(p for p in Path(cohort_dir).iterdir() if (p / "manifest.csv").is_file())
              for row in site_rows(center, ["train", "val", "test", ""])]
@@ -149,8 +134,8 @@ def _centers(cohort_dir: Path, cfg: DictConfig) -> tuple[list[str], list[str]]:
 
 def _synthesize(cfg: DictConfig, cohort_dir: Path, centers: list[str], device: torch.device, log: Log) -> tuple[object, dict]:
     """Train the GAN on the centers' training MRI + US; return (synthetic dataset, GAN metrics)."""
+    from client.data.gan_images import load_center_mri, load_center_us
     from ecs_models.training.gan import GanTrainConfig, GanTrainer, synthesize_us, train_gan
-    from ecs_models.training.gan_data import load_center_mri, load_center_us
 
     size, cache = int(cfg.gan.image_size), cfg.paths.cache
     mri = [load_center_mri(cohort_dir / c, image_size=size, cache_dir=cache) for c in centers]

@@ -8,7 +8,7 @@ experiment ``compare.experiment`` (default ``quick``):
 |---|---|---|
 | ``pooled`` | centralized, all training centers pooled | :func:`simulations.centralized.run.run_training` |
 | ``local`` | centralized, each training center alone (one arm ``local_<center>`` per center) | same, ``mode=local`` |
-| ``fedavg``, ``fedprox``, ``fedbn``, ``fedadam`` (any ``strategy``) | one federated run | :func:`simulations.federated.cli.simulate`: its own SuperLink + Ray, stopped by PID |
+| ``fedavg``, ``fedprox``, ``fedbn``, ``fedadam`` (any ``strategy``) | one federated run | :func:`simulations.federated.simulate.simulate`: its own SuperLink + Ray, stopped by PID |
 
 **Same model, same recipe, comparable budget.** Every arm is composed from the same experiment
 config (cohort, models, ``training`` recipe, GAN, seed). A centralized arm gets the federated
@@ -161,7 +161,7 @@ def last_error(flower_log: Path) -> str:
 
 
 def _run_federated(experiment: str, shared: list[str], arm: Arm, seed: int, run_dir: Path, log: Log) -> None:
-    from simulations.federated.cli import simulate
+    from simulations.federated.simulate import simulate
 
     resume = (run_dir / "checkpoint.pt").is_file() and (run_dir / "rounds.jsonl").is_file()
     cfg, overrides = _arm_config(experiment, shared, arm, seed, run_dir, resume=resume)
@@ -188,12 +188,13 @@ def _internal_test_all_centers(cfg: DictConfig, run_dir: Path, centers: list[str
     import torch
 
     from client.data.preprocess import PreprocessConfig
-    from client.task import build_classifier
-    from ecs_models.training.data import TransformedImages, combine, make_loader, site_us_dataset
+    from client.data.site_datasets import site_us_dataset
+    from ecs_models.build import build_classifier
+    from ecs_models.training.data import TransformedImages, combine, make_loader
     from ecs_models.training.distill import predict_scores
     from ecs_models.training.metrics import screening_metrics
+    from ecs_models.training.runtime import resolve_device
     from server.federation import model_spec
-    from simulations.centralized.run import resolve_device
 
     threshold = float(json.loads((run_dir / "metrics.json").read_text())["threshold"])
     model = build_classifier(model_spec(cfg))

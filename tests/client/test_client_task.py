@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from client import task
+from ecs_models.build import build_classifier
 from server.federation import model_spec
 from strategies.fedbn import norm_keys, split_norm
 
@@ -46,7 +47,7 @@ def test_partition_ids_map_to_centers_largest_first_including_held_out(tiny_coho
 def test_fedbn_client_keeps_its_norm_state_and_never_sends_it(tiny_cohort: Path, tmp_path: Path, spec: dict) -> None:
     site = task.Site("university", tiny_cohort / "university", tmp_path)
     torch.manual_seed(0)
-    model = task.build_classifier(spec)
+    model = build_classifier(spec)
     keys = norm_keys(model)
     shared, _ = split_norm({k: v.clone() for k, v in model.state_dict().items()}, keys)
     arrays, metrics = task.train_classifier_round(site, shared, _params(spec, tmp_path, fedbn=True))
@@ -66,7 +67,7 @@ def test_fedbn_client_keeps_its_norm_state_and_never_sends_it(tiny_cohort: Path,
 def test_evaluation_sends_counts_not_scores(tiny_cohort: Path, tmp_path: Path, spec: dict) -> None:
     site = task.Site("teaching", tiny_cohort / "teaching", tmp_path)
     torch.manual_seed(0)
-    state = task.build_classifier(spec).state_dict()
+    state = build_classifier(spec).state_dict()
     out = task.evaluate_split(site, state, _params(spec, tmp_path, split="all", threshold=0.5, bins=1000))
     n = int(out["num-examples"])
     assert n == task.site_info(site)["n-us-all"]
@@ -85,7 +86,7 @@ def test_stage_class_weighting_follows_the_message(tiny_cohort: Path, tmp_path: 
     """``class-weighted`` applies to whichever stage the server names; stage A defaults to unweighted."""
     site = task.Site("university", tiny_cohort / "university", tmp_path)
     torch.manual_seed(0)
-    state = {k: v.clone() for k, v in task.build_classifier(spec).state_dict().items()}
+    state = {k: v.clone() for k, v in build_classifier(spec).state_dict().items()}
 
     def trained(**extra: object) -> dict:  # 4 steps of 8: batches with both classes, where weights matter
         params = _params(spec, tmp_path, phase="stage_a", **{"batch-size": 8, "max-steps-per-epoch": 4}, **extra)
@@ -109,7 +110,7 @@ def test_norm_statistics_freeze_from_a_fraction_of_the_phase() -> None:
 def test_a_site_returns_the_global_statistics_in_frozen_rounds(tiny_cohort: Path, tmp_path: Path, spec: dict) -> None:
     site = task.Site("university", tiny_cohort / "university", tmp_path)
     torch.manual_seed(0)
-    state = {k: v.clone() for k, v in task.build_classifier(spec).state_dict().items()}
+    state = {k: v.clone() for k, v in build_classifier(spec).state_dict().items()}
     stats = [k for k in state if k.endswith(("running_mean", "running_var"))]
     # round 2 of 2 with freeze-norm-stats 0.5 (that unfrozen rounds update them: test_training_norm_stats)
     params = _params(spec, tmp_path, **{"freeze-norm-stats": 0.5, "phase-round": 2, "phase-rounds": 2})
@@ -122,7 +123,7 @@ def test_a_site_trains_the_teacher_at_the_messages_teacher_lr(tiny_cohort: Path,
     assert spec.get("teacher"), "the smoke experiment distills"
     site = task.Site("university", tiny_cohort / "university", tmp_path)
     torch.manual_seed(0)
-    state = {k: v.clone() for k, v in task.build_classifier(spec).state_dict().items()}
+    state = {k: v.clone() for k, v in build_classifier(spec).state_dict().items()}
     arrays, _ = task.train_classifier_round(site, state, _params(spec, tmp_path, **{"teacher-lr": 1e-12}))
     weights = [k for k in state if state[k].is_floating_point() and not k.endswith(("running_mean", "running_var"))]
     moved = {k for k in weights if not torch.allclose(arrays[k], state[k], atol=1e-9)}

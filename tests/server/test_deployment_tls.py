@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from simulations.federated.cli import write_run_config
 from simulations.federated.guard import Guarded, process_alive
 from simulations.federated.loopback import LoopbackFederation
+from simulations.federated.simulate import write_run_config
 
 REPO = Path(__file__).resolve().parents[2]
 MAKE_CERTIFICATES = REPO / "scripts" / "make-certificates.sh"

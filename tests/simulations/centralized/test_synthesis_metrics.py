@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from client.data.decode import DecodedImage
-from client.data.preprocess import PreprocessConfig, preprocess
-from ecs_models.training.gan_data import (
+from client.data.gan_images import (
     VirtualProbe,
     load_center_mri,
     load_center_us,
     load_paired_renders,
 )
-from ecs_models.training.synthesis_metrics import (
+from client.data.preprocess import PreprocessConfig, preprocess
+from simulations.centralized.synthesis_metrics import (
     RandomConvFeatures,
     dice,
     extract_features,

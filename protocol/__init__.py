@@ -1,0 +1,1 @@
+"""What travels between the coordinator and the hospitals (flwr-free): :mod:`protocol.messages`."""
