@@ -39,6 +39,7 @@ import threading
 import time
 from pathlib import Path
 
+from protocol.messages import TrainReply, wire_key  # plain Python
 from simulations.federated.guard import Guarded  # standard library only: --analyse stays light
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -165,7 +166,7 @@ def model_bytes(run_dir: Path) -> dict[str, int]:
     spec = model_spec(cfg)
     out = {}
     classifier = build_classifier(spec)
-    for name, model in (("classifier", classifier), ("gan", build_gan(spec["gan"]))):
+    for name, model in (("classifier", classifier), ("gan", build_gan(spec.gan))):
         out[f"{name}_params"] = sum(p.numel() * p.element_size() for p in model.parameters())
         out[f"{name}_state"] = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     out["student_params"] = sum(p.numel() * p.element_size() for p in classifier.student.parameters())
@@ -196,9 +197,10 @@ def round_figures(run_dir: Path, slots: int, order: list[str] | None = None) -> 
     rank = {c: i for i, c in enumerate(order or [])}
     rows = []
     for r in _rounds(run_dir):
-        sites = {c: m for c, m in r["train"].items() if "train-seconds" in m}
-        train_s = [sites[c]["train-seconds"] for c in sorted(sites, key=lambda c: (rank.get(c, len(rank)), c))]
-        client_s = [m.get("client-seconds", m.get("seconds", 0.0)) for m in sites.values()]
+        train_key, client_key = wire_key(TrainReply, "train_seconds"), wire_key(TrainReply, "client_seconds")
+        sites = {c: m for c, m in r["train"].items() if train_key in m}
+        train_s = [sites[c][train_key] for c in sorted(sites, key=lambda c: (rank.get(c, len(rank)), c))]
+        client_s = [m.get(client_key, m.get("seconds", 0.0)) for m in sites.values()]
         step = r.get("train_seconds") or r["seconds"]
         longest = max(train_s, default=0.0)
         critical = slot_schedule(train_s, slots) if train_s else 0.0

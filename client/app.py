@@ -2,15 +2,7 @@
 
 The same app runs behind a hospital's SuperNode (node config ``data-dir``, ``center``,
 ``cache-dir``) and as a simulated center (``partition-id`` -> a center of the run config's
-``cohort-dir``). Message protocol (config record ``"config"``):
-
-| type | ``phase`` | request | reply |
-|---|---|---|---|
-| query | ``info`` | - | ConfigRecord ``site`` {center}; metrics: counts per split, ``max-train-examples-<phase>`` |
-| query | ``synthesize`` | ArrayRecord ``generator`` (MRI -> US part) | metrics: synthetic images |
-| query | ``norm-state`` | - | ArrayRecord of the site's FedBN norm layers + num-examples |
-| train | ``gan`` / ``stage_a`` / ``stage_b`` | ArrayRecord ``arrays`` | ArrayRecord ``arrays``, MetricRecord ``metrics`` |
-| evaluate | ``evaluate`` | ArrayRecord ``arrays``, ``split``, ``threshold`` | MetricRecord: confusion + histograms |
+``cohort-dir``). What each message holds is :mod:`protocol.messages` (its table lists them).
 
 Train and evaluate replies carry only model arrays and aggregate metrics, always with
 ``num-examples``; train replies also carry timings (``train-seconds``: the local optimisation
@@ -28,11 +20,27 @@ from __future__ import annotations
 import json
 import random
 import time
+from dataclasses import replace
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client import task
+from protocol.messages import (
+    ARRAYS_RECORD,
+    CONFIG_RECORD,
+    GENERATOR_RECORD,
+    METRICS_RECORD,
+    SITE_RECORD,
+    ClassifierTrain,
+    Evaluate,
+    GanTrain,
+    InfoQuery,
+    NormStateQuery,
+    Request,
+    Synthesize,
+    parse_request,
+)
 
 app = ClientApp()
 
@@ -45,67 +53,69 @@ def _site(context: Context) -> task.Site:
     return task.site_from_config(context.node_config, context.run_config)
 
 
-def _params(msg: Message) -> dict:
-    return dict(msg.content["config"]) if "config" in msg.content.config_records else {}
+def _request(msg: Message) -> Request:
+    """The typed request of ``msg`` (:func:`protocol.messages.parse_request`: an error names the bad field)."""
+    return parse_request(msg.content[CONFIG_RECORD] if CONFIG_RECORD in msg.content.config_records else {})
 
 
-def _inject_faults(site: task.Site, params: dict, context: Context) -> None:
+def _inject_faults(site: task.Site, request: Request, context: Context) -> None:
     faults = json.loads(str(context.run_config.get("faults", "") or "{}"))
     spec = faults.get(site.center)
     if not spec:
         return
-    draw = random.Random(f"{params.get('seed')}|{site.center}|{params.get('phase')}|{params.get('global-round')}").random()
+    global_round = getattr(request, "global_round", 0)
+    draw = random.Random(f"{getattr(request, 'seed', None)}|{site.center}|{request.phase}|{global_round}").random()
     if draw < float(spec.get("drop_p", 0.0)):
-        raise SimulatedDropout(f"{site.center} dropped round {params.get('global-round')} (simulated, p={spec['drop_p']})")
+        raise SimulatedDropout(f"{site.center} dropped round {global_round} (simulated, p={spec['drop_p']})")
     time.sleep(float(spec.get("delay_s", 0.0)))
 
 
 def _reply(msg: Message, arrays: dict | None, metrics: dict) -> Message:
-    content = RecordDict({"metrics": MetricRecord(metrics)})
+    content = RecordDict({METRICS_RECORD: MetricRecord(metrics)})
     if arrays is not None:
-        content["arrays"] = ArrayRecord(arrays)
+        content[ARRAYS_RECORD] = ArrayRecord(arrays)
     return Message(content=content, reply_to=msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Phases ``gan``, ``stage_a``, ``stage_b``: local training from the global arrays."""
-    site, params = _site(context), _params(msg)
-    _inject_faults(site, params, context)
+    site, request = _site(context), _request(msg)
+    _inject_faults(site, request, context)
     started = time.perf_counter()
-    state = msg.content["arrays"].to_torch_state_dict()
-    if params["phase"] == "gan":
-        arrays, metrics = task.train_gan_round(site, state, params)
-    elif params["phase"] in ("stage_a", "stage_b"):
-        arrays, metrics = task.train_classifier_round(site, state, params)
+    state = msg.content[ARRAYS_RECORD].to_torch_state_dict()
+    if isinstance(request, GanTrain):
+        arrays, reply = task.train_gan_round(site, state, request)
+    elif isinstance(request, ClassifierTrain):
+        arrays, reply = task.train_classifier_round(site, state, request)
     else:
-        raise ValueError(f"unknown train phase {params['phase']!r}")
-    reply = _reply(msg, arrays, metrics)
-    reply.content["metrics"]["client-seconds"] = time.perf_counter() - started  # handler: arrays in, work, arrays out
-    return reply
+        raise ValueError(f"a train message with phase {request.phase!r}")
+    metrics = replace(reply, client_seconds=time.perf_counter() - started).to_record()  # handler: arrays in, work, arrays out
+    return _reply(msg, arrays, metrics)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Confusion matrix and score histograms of the requested split."""
-    site, params = _site(context), _params(msg)
-    metrics = task.evaluate_split(site, msg.content["arrays"].to_torch_state_dict(), params)
-    return _reply(msg, None, metrics)
+    site, request = _site(context), _request(msg)
+    if not isinstance(request, Evaluate):
+        raise ValueError(f"an evaluate message with phase {request.phase!r}")
+    reply = task.evaluate_split(site, msg.content[ARRAYS_RECORD].to_torch_state_dict(), request)
+    return _reply(msg, None, reply.to_record())
 
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """``info`` (who am I, counts), ``synthesize`` (local synthetic US), ``norm-state`` (FedBN)."""
-    site, params = _site(context), _params(msg)
-    phase = params.get("phase", "info")
-    if phase == "info":
-        reply = _reply(msg, None, {k: float(v) for k, v in task.site_info(site).items()})
-        reply.content["site"] = ConfigRecord({"center": site.center})
+    site, request = _site(context), _request(msg)
+    if isinstance(request, InfoQuery):
+        info = task.site_info(site)
+        reply = _reply(msg, None, info.metrics())
+        reply.content[SITE_RECORD] = ConfigRecord(info.site_record())
         return reply
-    if phase == "synthesize":
-        metrics = task.synthesize(site, msg.content["generator"].to_torch_state_dict(), params)
-        return _reply(msg, None, metrics)
-    if phase == "norm-state":
-        arrays, n = task.local_norm_state(site, params)
-        return _reply(msg, arrays, {"num-examples": n, "unit-weight": 1.0})
-    raise ValueError(f"unknown query phase {phase!r}")
+    if isinstance(request, Synthesize):
+        return _reply(msg, None, task.synthesize(site, msg.content[GENERATOR_RECORD].to_torch_state_dict(), request).to_record())
+    if isinstance(request, NormStateQuery):
+        arrays, reply = task.local_norm_state(site, request)
+        return _reply(msg, arrays, reply.to_record())
+    raise ValueError(f"a query message with phase {request.phase!r}")

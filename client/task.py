@@ -5,7 +5,7 @@ results back into records; everything here runs without flwr, on the site's own 
 the DICOM data layer and the training code shared with centralized runs
 (``ecs_models.training``). Nothing but model arrays and aggregate counts leaves a function.
 
-Phases (``params["phase"]``):
+Phases (the request's ``phase``, typed messages of :mod:`protocol.messages`):
 
 * ``gan``: SG-CycleGAN local steps from the global GAN arrays on the site's training MRI + US.
   The learning-rate decay and the DANN schedule follow the *global* step
@@ -48,7 +48,7 @@ from client.data.labels import read_label_file
 from client.data.preprocess import PreprocessConfig
 from client.data.site_datasets import site_us_dataset
 from ecs_models.build import build_classifier, build_gan, generator_keys, state_sha256
-from ecs_models.training.binned_metrics import DEFAULT_BINS, confusion_at, score_histograms
+from ecs_models.training.binned_metrics import confusion_at, score_histograms
 from ecs_models.training.data import (
     TransformedImages,
     combine,
@@ -58,6 +58,18 @@ from ecs_models.training.data import (
 )
 from ecs_models.training.distill import StageConfig, predict_scores, train_stage
 from ecs_models.training.runtime import resolve_device, seed_everything
+from protocol.messages import (
+    ClassifierTrain,
+    Evaluate,
+    EvaluateReply,
+    GanTrain,
+    NormStateQuery,
+    NormStateReply,
+    SiteInfo,
+    Synthesize,
+    SynthesizeReply,
+    TrainReply,
+)
 from strategies.fedbn import LocalStateStore, norm_keys, split_norm
 from strategies.fedprox import proximal_term
 
@@ -170,9 +182,9 @@ def _gan_images(site: Site, modality: str, size: int):
     return _MEMO[key]
 
 
-def site_info(site: Site) -> dict[str, int]:
+def site_info(site: Site) -> SiteInfo:
     """Counts of the site's label file: US per split, training MRI, training positives, and the
-    most training examples each phase can report (``max-train-examples-<phase>``).
+    most training examples each phase can report (``max_train_examples_<phase>``).
 
     The maxima count one image per file, as the data layer reads them (middle frame of a
     cine); files that fail to decode only lower the real count. The server rejects a train
@@ -180,43 +192,43 @@ def site_info(site: Site) -> dict[str, int]:
     """
     rows = read_label_file(site.data_dir / "manifest.csv")
     us = [r for r in rows if r.modality == "US"]
-    out = {f"n-us-{split}": sum(1 for r in us if r.split in splits) for split, splits in SPLITS.items()}
-    out["n-mri-train"] = sum(1 for r in rows if r.modality == "MR" and r.split in ("train", ""))
-    out["positives-train"] = sum(1 for r in us if r.split == "train" and r.label == 1)
+    n_us = {split: sum(1 for r in us if r.split in splits) for split, splits in SPLITS.items()}
+    n_mri_train = sum(1 for r in rows if r.modality == "MR" and r.split in ("train", ""))
     gan_us = sum(1 for r in us if r.split in ("train", ""))  # the GAN's loaders also read rows without a split
-    out["max-train-examples-gan"] = out["n-mri-train"] + gan_us
-    out["max-train-examples-stage_a"] = out["n-us-train"] + out["n-mri-train"]  # at most one synthetic image per MRI
-    out["max-train-examples-stage_b"] = out["n-us-train"]
-    return out
+    return SiteInfo(center=site.center, n_us_train=n_us["train"], n_us_val=n_us["val"], n_us_test=n_us["test"],
+                    n_us_all=n_us["all"], n_mri_train=n_mri_train,
+                    positives_train=sum(1 for r in us if r.split == "train" and r.label == 1),
+                    max_train_examples_gan=n_mri_train + gan_us,
+                    max_train_examples_stage_a=n_us["train"] + n_mri_train,  # at most one synthetic image per MRI
+                    max_train_examples_stage_b=n_us["train"])
 
 
 # -- phases ----------------------------------------------------------------------------------
-def train_gan_round(site: Site, global_state: State, params: Mapping) -> tuple[State, dict[str, float]]:
-    """One round of SG-CycleGAN training; returns (new arrays, metrics with num-examples)."""
+def train_gan_round(site: Site, global_state: State, request: GanTrain) -> tuple[State, TrainReply]:
+    """One round of SG-CycleGAN training; returns (new arrays, the reply's metrics)."""
     from ecs_models.training.gan import GanTrainConfig, GanTrainer, train_gan
 
-    seed = round_seed(int(params["seed"]), site.center, "gan", int(params["global-round"]))
+    seed = round_seed(request.seed, site.center, "gan", request.global_round)
     generator = seed_everything(seed)
-    spec = json.loads(str(params["model-spec"]))["gan"]
-    size, batch, steps = int(spec["image_size"]), int(params["batch-size"]), int(params["local-steps"])
+    spec = request.model_spec.gan
+    size, batch, steps = int(spec["image_size"]), request.batch_size, request.local_steps
     mri, us = _gan_images(site, "MR", size), _gan_images(site, "US", size)
     if len(mri) == 0 or len(us) == 0:
         raise ValueError(f"{site.center}: GAN training needs training MRI and US (has {len(mri)} MRI, {len(us)} US)")
     model = build_gan(spec)
     _load(model, global_state)
-    total = max(1, int(params["total-steps"]))
-    trainer = GanTrainer(model, GanTrainConfig(total_steps=total, decay_start_step=total // 2, lr=float(params["lr"]), seed=seed % 2**31),
-                         device=resolve_device(str(params.get("device", "cpu"))))
-    _position_schedule(trainer, (int(params["phase-round"]) - 1) * steps)
+    total = max(1, request.total_steps)
+    trainer = GanTrainer(model, GanTrainConfig(total_steps=total, decay_start_step=total // 2, lr=request.lr, seed=seed % 2**31),
+                         device=resolve_device(request.device))
+    _position_schedule(trainer, (request.phase_round - 1) * steps)
     mri_loader = make_loader(mri.images, batch, shuffle=True, generator=generator)
     us_loader = make_loader(us.images, batch, shuffle=True, generator=generator)
     started = time.perf_counter()
-    with proximal_term(model, float(params.get("proximal-mu", 0.0))):
-        metrics = train_gan(trainer, mri_loader, us_loader, steps=steps)
-    metrics = {k: float(v) for k, v in metrics.items()}
-    metrics.update({"num-examples": float(len(mri) + len(us)), "unit-weight": 1.0,
-                    "train-seconds": time.perf_counter() - started})
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, metrics
+    with proximal_term(model, request.proximal_mu):
+        losses = train_gan(trainer, mri_loader, us_loader, steps=steps)
+    reply = TrainReply(num_examples=float(len(mri) + len(us)), train_seconds=time.perf_counter() - started,
+                       losses={k: float(v) for k, v in losses.items()})
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, reply
 
 
 def _position_schedule(trainer, step: int) -> None:
@@ -229,14 +241,14 @@ def _position_schedule(trainer, step: int) -> None:
         scheduler.last_epoch = step
 
 
-def synthesize(site: Site, generator_state: State, params: Mapping) -> dict[str, float]:
+def synthesize(site: Site, generator_state: State, request: Synthesize) -> SynthesizeReply:
     """Synthetic US from the site's training MRI with the shared generator, kept on site."""
     from ecs_models.training.gan import synthesize_us
 
-    sha = str(params["generator-sha256"])
-    store = site.store(str(params["run-key"]))
+    sha = request.generator_sha256
+    store = site.store(request.run_key)
     name = f"synthetic-{sha[:16]}"
-    spec = json.loads(str(params["model-spec"]))["gan"]
+    spec = request.model_spec.gan
     mri = _gan_images(site, "MR", int(spec["image_size"]))
     if not store.exists(name):
         if state_sha256(generator_state) != sha:
@@ -248,86 +260,78 @@ def synthesize(site: Site, generator_state: State, params: Mapping) -> dict[str,
             raise KeyError(f"generator arrays miss {sorted(missing)[:5]}")
         images = synthesize_us(model, mri.images, batch_size=32) if len(mri) else mri.images
         store.save(name, {"images": images.cpu(), "labels": mri.labels.cpu()})
-    return {"num-examples": float(len(mri)), "synthetic-positives": float(int(mri.labels.sum()) if len(mri) else 0)}
+    return SynthesizeReply(num_examples=float(len(mri)), synthetic_positives=float(int(mri.labels.sum()) if len(mri) else 0))
 
 
 def norm_stats_frozen(phase_round: int, phase_rounds: int, freeze_from: float) -> bool:
     """Whether round ``phase_round`` (1-based) of ``phase_rounds`` trains with frozen batch-norm
     statistics: from the fraction ``freeze_from`` of the phase on (0: never; 0.5: second half)."""
     if not 0.0 <= freeze_from < 1.0:
-        raise ValueError(f"freeze-norm-stats must be in [0, 1), got {freeze_from}")
+        raise ValueError(f"freeze_norm_stats must be in [0, 1), got {freeze_from}")
     return freeze_from > 0 and phase_round - 1 >= freeze_from * phase_rounds
 
 
-def train_classifier_round(site: Site, global_state: State, params: Mapping) -> tuple[State, dict[str, float]]:
-    """One round of stage A or B; returns (shared arrays, metrics with num-examples)."""
+def train_classifier_round(site: Site, global_state: State, request: ClassifierTrain) -> tuple[State, TrainReply]:
+    """One round of stage A or B; returns (shared arrays, the reply's metrics)."""
     start = time.perf_counter()
-    phase = str(params["phase"])
-    seed = round_seed(int(params["seed"]), site.center, phase, int(params["global-round"]))
+    phase = request.phase
+    seed = round_seed(request.seed, site.center, phase, request.global_round)
     generator = seed_everything(seed)
-    model = build_classifier(json.loads(str(params["model-spec"])))
-    fedbn = bool(params.get("fedbn", False))
+    model = build_classifier(request.model_spec)
+    fedbn = request.fedbn
     keys = norm_keys(model) if fedbn else frozenset()
-    store = site.store(str(params["run-key"]))
+    store = site.store(request.run_key)
     _load(model, global_state, store.load("norm") if fedbn else None)
-    real = _us(site, "train", int(params["preprocess-size"]))
+    real = _us(site, "train", request.preprocess_size)
     data = real
     n_synthetic = 0
-    sha = str(params.get("generator-sha256", ""))
+    sha = request.generator_sha256
     if phase == "stage_a" and sha and store.exists(f"synthetic-{sha[:16]}"):
         saved = store.load(f"synthetic-{sha[:16]}")
         synthetic = synthetic_dataset(saved["images"], saved["labels"].tolist())
-        limit = int(round(float(params.get("synthetic-per-real", 1.0)) * len(real)))
+        limit = int(round(request.synthetic_per_real * len(real)))
         if len(synthetic) > limit:
             synthetic = Subset(synthetic, torch.randperm(len(synthetic), generator=generator)[:limit].tolist())
         n_synthetic = len(synthetic)
         data = combine([real, synthetic])
     if len(data) == 0:
         raise ValueError(f"{site.center}: no training images")
-    size, batch = int(params["img-size"]), int(params["batch-size"])
-    max_steps = int(params.get("max-steps-per-epoch", 0)) or None
-    phase_round, phase_rounds = int(params.get("phase-round", 1)), int(params.get("phase-rounds", 1))
-    stage = StageConfig(epochs=int(params["local-epochs"]), lr=float(params["lr"]),
-                        class_weighted=bool(params.get("class-weighted", phase == "stage_b")),
-                        max_steps_per_epoch=max_steps, schedule_span=(phase_round - 1, phase_rounds),
-                        frozen_norm_stats=norm_stats_frozen(phase_round, phase_rounds, float(params.get("freeze-norm-stats", 0.0))),
-                        teacher_lr=float(params.get("teacher-lr", 0.0)) or None)
-    loader = make_loader(TransformedImages(data, size, train=True), batch, shuffle=True, generator=generator)
-    device = resolve_device(str(params.get("device", "cpu")))
+    phase_round, phase_rounds = max(1, request.phase_round), request.phase_rounds
+    stage = StageConfig(epochs=request.local_epochs, lr=request.lr, class_weighted=request.class_weighted,
+                        max_steps_per_epoch=request.max_steps_per_epoch or None, schedule_span=(phase_round - 1, phase_rounds),
+                        frozen_norm_stats=norm_stats_frozen(phase_round, phase_rounds, request.freeze_norm_stats),
+                        teacher_lr=request.teacher_lr or None)
+    loader = make_loader(TransformedImages(data, request.img_size, train=True), request.batch_size, shuffle=True, generator=generator)
+    device = resolve_device(request.device)
     train_start = time.perf_counter()
-    with proximal_term(model, float(params.get("proximal-mu", 0.0))):
+    with proximal_term(model, request.proximal_mu):
         history = train_stage(model, loader, stage, device=device, labels_for_weights=dataset_labels(real), log=lambda _m: None)
     train_seconds = time.perf_counter() - train_start
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     shared, local = split_norm(state, keys)
     if fedbn:
         store.save("norm", local)
-    metrics = {f"train-{k}": float(v) for k, v in (history[-1] if history else {}).items()}
-    metrics.update({"num-examples": float(len(data)), "unit-weight": 1.0, "synthetic-images": float(n_synthetic),
-                    "seconds": time.perf_counter() - start, "train-seconds": train_seconds})
-    return shared, metrics
+    losses = {f"train-{k}": float(v) for k, v in (history[-1] if history else {}).items()}
+    return shared, TrainReply(num_examples=float(len(data)), synthetic_images=float(n_synthetic), losses=losses,
+                              seconds=time.perf_counter() - start, train_seconds=train_seconds)
 
 
-def evaluate_split(site: Site, global_state: State, params: Mapping) -> dict[str, float | list[int]]:
-    """Confusion matrix at ``threshold`` and score histograms of one split of the site."""
-    model = build_classifier(json.loads(str(params["model-spec"])))
-    fedbn = bool(params.get("fedbn", False))
-    local = site.store(str(params["run-key"])).load("norm") if fedbn else None
+def evaluate_split(site: Site, global_state: State, request: Evaluate) -> EvaluateReply:
+    """Confusion matrix at the request's threshold and score histograms of one split of the site."""
+    model = build_classifier(request.model_spec)
+    local = site.store(request.run_key).load("norm") if request.fedbn else None
     _load(model, global_state, local)
-    dataset = _us(site, str(params["split"]), int(params["preprocess-size"]))
-    loader = make_loader(TransformedImages(dataset, int(params["img-size"]), train=False), int(params.get("eval-batch-size", 64)), shuffle=False)
-    labels, scores = predict_scores(model.student, loader, resolve_device(str(params.get("device", "cpu"))))
-    bins = int(params.get("bins", DEFAULT_BINS))
-    neg, pos = score_histograms(labels, scores, bins)
-    out: dict[str, float | list[int]] = dict(confusion_at(labels, scores, float(params.get("threshold", 0.5))))
-    out.update({"num-examples": float(len(labels)), "unit-weight": 1.0, "hist-neg": neg.tolist(), "hist-pos": pos.tolist(),
-                "local-norms": float(local is not None)})
-    return out
+    dataset = _us(site, request.split, request.preprocess_size)
+    loader = make_loader(TransformedImages(dataset, request.img_size, train=False), request.eval_batch_size, shuffle=False)
+    labels, scores = predict_scores(model.student, loader, resolve_device(request.device))
+    neg, pos = score_histograms(labels, scores, request.bins)
+    return EvaluateReply(**confusion_at(labels, scores, request.threshold), hist_neg=neg.tolist(), hist_pos=pos.tolist(),
+                         num_examples=float(len(labels)), local_norms=float(local is not None))
 
 
-def local_norm_state(site: Site, params: Mapping) -> tuple[State, float]:
+def local_norm_state(site: Site, request: NormStateQuery) -> tuple[State, NormStateReply]:
     """FedBN: the site's normalization state and its training-example count (end of training)."""
-    local = site.store(str(params["run-key"])).load("norm")
+    local = site.store(request.run_key).load("norm")
     if local is None:
-        raise FileNotFoundError(f"{site.center}: no local normalization state for run {params['run-key']}")
-    return dict(local), float(len(_us(site, "train", int(params["preprocess-size"]))))
+        raise FileNotFoundError(f"{site.center}: no local normalization state for run {request.run_key}")
+    return dict(local), NormStateReply(num_examples=float(len(_us(site, "train", request.preprocess_size))))

@@ -28,13 +28,15 @@ def state_sha256(state: Mapping[str, np.ndarray | torch.Tensor]) -> str:
 
 
 
-def build_classifier(spec: Mapping) -> DistillationModel:
-    """``DistillationModel`` from ``{"student": {"name", ...}, "teacher": {...} | None}``."""
-    student_cfg = dict(spec["student"])
+def build_classifier(spec: Mapping | object) -> DistillationModel:
+    """``DistillationModel`` from a model spec: ``protocol.messages.ModelSpec`` or a mapping
+    ``{"student": {"name", ...}, "teacher": {...} | None}``."""
+    student_cfg = dict(spec["student"] if isinstance(spec, Mapping) else spec.student)
+    teacher_cfg = spec.get("teacher") if isinstance(spec, Mapping) else spec.teacher
     student = create_model(student_cfg.pop("name"), **student_cfg)
     teacher = None
-    if spec.get("teacher"):
-        teacher_cfg = dict(spec["teacher"])
+    if teacher_cfg:
+        teacher_cfg = dict(teacher_cfg)
         teacher = create_model(teacher_cfg.pop("name"), **teacher_cfg)
     return DistillationModel(student, teacher)
 

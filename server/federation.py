@@ -52,6 +52,28 @@ from ecs_models.training.binned_metrics import binned_metrics, binned_threshold
 from ecs_models.training.distill import StageConfig
 from ecs_models.training.metrics import CheckpointSelector
 from ecs_models.training.runtime import seed_everything
+from protocol.messages import (
+    ARRAYS_RECORD,
+    CONFIG_RECORD,
+    GAN_LOSS,
+    GENERATOR_RECORD,
+    METRICS_RECORD,
+    NUM_EXAMPLES,
+    SITE_RECORD,
+    TRAIN_LOSS,
+    ClassifierTrain,
+    Evaluate,
+    EvaluateReply,
+    GanTrain,
+    InfoQuery,
+    MessageError,
+    ModelSpec,
+    NormStateQuery,
+    SiteInfo,
+    Synthesize,
+    SynthesizeReply,
+    TrainRequest,
+)
 from server.config import held_out_centers
 from server.store import RunStore
 from strategies.factory import StrategySpec, build_strategy
@@ -76,18 +98,18 @@ class Sites:
     centers: dict[int, str]
     train: list[int]
     held_out: list[int]
-    info: dict[str, dict[str, float]]
+    info: dict[str, SiteInfo]
 
     def with_mri(self) -> list[int]:
-        return [n for n in self.train if self.info[self.centers[n]].get("n-mri-train", 0) > 0]
+        return [n for n in self.train if self.info[self.centers[n]].n_mri_train > 0]
 
     def example_limits(self, phase: str) -> dict[int, float]:
         """Training node -> the most training examples it declared for ``phase`` at discovery."""
-        return {n: self.info[self.centers[n]][f"max-train-examples-{phase}"] for n in self.train}
+        return {n: float(self.info[self.centers[n]].max_train_examples(phase)) for n in self.train}
 
 
 # -- configuration -> plain values ------------------------------------------------------------
-def model_spec(cfg: DictConfig) -> dict:
+def model_spec(cfg: DictConfig) -> ModelSpec:
     """Model definitions sent to clients: student, teacher (or None) and GAN, as plain dicts."""
     student = OmegaConf.to_container(cfg.model, resolve=True)
     size = int(cfg.training.img_size)
@@ -98,7 +120,7 @@ def model_spec(cfg: DictConfig) -> dict:
         teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
         teacher["img_size"] = size
     gan = {"name": str(cfg.gan.name), "preset": str(cfg.gan.preset), "image_size": int(cfg.gan.image_size)}
-    return {"student": student, "teacher": teacher, "gan": gan}
+    return ModelSpec(student=student, teacher=teacher, gan=gan)
 
 
 def _to_numpy(record: ArrayRecord) -> Arrays:
@@ -143,18 +165,22 @@ def discover_sites(grid: Grid, *, expected: int, held_out: list[str], timeout: f
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {len(nodes)} of {expected} sites connected within {timeout:.0f}s")
         time.sleep(1.0)
-    replies = _send(grid, nodes, MessageType.QUERY, lambda _n: RecordDict({"config": ConfigRecord({"phase": "info"})}), timeout)
+    query = RecordDict({CONFIG_RECORD: ConfigRecord(InfoQuery().to_record())})
+    replies = _send(grid, nodes, MessageType.QUERY, lambda _n: query, timeout)
     centers: dict[int, str] = {}
-    info: dict[str, dict[str, float]] = {}
+    info: dict[str, SiteInfo] = {}
     for reply in replies:
-        if reply.has_error():
-            log(f"  site {reply.metadata.src_node_id} did not identify itself: {reply.error.reason}")
+        try:
+            if reply.has_error():
+                raise MessageError(reply.error.reason)
+            site = SiteInfo.from_records(reply.content[SITE_RECORD], reply.content[METRICS_RECORD])
+        except (MessageError, KeyError) as exc:
+            log(f"  site {reply.metadata.src_node_id} did not identify itself: {exc}")
             continue
-        name = str(reply.content["site"]["center"])
-        if name in info:
-            raise ValueError(f"two nodes claim center {name!r}")
-        centers[reply.metadata.src_node_id] = name
-        info[name] = {k: float(v) for k, v in reply.content["metrics"].items()}
+        if site.center in info:
+            raise ValueError(f"two nodes claim center {site.center!r}")
+        centers[reply.metadata.src_node_id] = site.center
+        info[site.center] = site
     unknown = sorted(set(held_out) - set(info))
     if unknown:
         raise ValueError(f"held_out_centers names {unknown}, but no connected site is called that; connected centers: "
@@ -216,33 +242,33 @@ class _Run:
         gan_arrays = None
         if self.cfg.synthesis and not self.cfg.gan_artifact:
             torch.manual_seed(int(self.cfg.seed))
-            gan_arrays = _torch_state(build_gan(self.models["gan"]))
+            gan_arrays = _torch_state(build_gan(self.models.gan))
         return {"version": 1, "phase": None, "phase_round": 0, "global_round": 0, "completed": [],
                 "gan_arrays": gan_arrays, "model_arrays": arrays, "strategy": None,
                 "selector": CheckpointSelector().state_dict(), "best": None, "rng": None}
 
-    def base_params(self, phase: str) -> dict:
+    def run_fields(self) -> dict:
+        """The fields every request of this run carries (:class:`protocol.messages.RunFields`)."""
         tr = self.cfg.training
-        params = {
-            "seed": int(self.cfg.seed), "run-key": self.run_key, "model-spec": json.dumps(self.models),
-            "device": str(self.cfg.device), "fedbn": self.spec.fedbn, "img-size": int(tr.img_size),
-            "preprocess-size": int(tr.preprocess_size), "eval-batch-size": int(tr.eval_batch_size),
-            "bins": int(self.cfg.histogram_bins),
-        }
+        return {"seed": int(self.cfg.seed), "run_key": self.run_key, "model_spec": self.models, "device": str(self.cfg.device),
+                "fedbn": self.spec.fedbn, "img_size": int(tr.img_size), "preprocess_size": int(tr.preprocess_size),
+                "eval_batch_size": int(tr.eval_batch_size), "bins": int(self.cfg.histogram_bins)}
+
+    def train_request(self, phase: str) -> TrainRequest:
+        """The phase's train message; the strategy sets each round's number and learning rate."""
         if phase == "gan":
             steps = int(self.cfg.local.gan_steps)
-            params.update({"local-steps": steps, "total-steps": steps * int(self.cfg.rounds.gan),
-                           "batch-size": int(self.cfg.gan.batch_size), "lr": 2e-4})
-        else:
-            params.update({"local-epochs": int(self.cfg.local.epochs), "phase-rounds": max(1, int(self.cfg.rounds[phase])),
-                           "batch-size": int(tr.batch_size),
-                           "max-steps-per-epoch": int(self.cfg.local.max_steps_per_epoch or 0),
-                           "freeze-norm-stats": self.freeze_norm_stats,
-                           "synthetic-per-real": float(tr.synthetic_per_real),
-                           "class-weighted": bool(tr[phase].get("class_weighted", phase == "stage_b")),
-                           "teacher-lr": float(tr[phase].get("teacher_lr") or 0.0),  # 0: the stage's lr
-                           "generator-sha256": str(self.state.get("generator_sha256") or "")})
-        return params
+            return GanTrain(**self.run_fields(), local_steps=steps, total_steps=steps * int(self.cfg.rounds.gan),
+                            batch_size=int(self.cfg.gan.batch_size), lr=float(self.cfg.gan.lr))
+        tr = self.cfg.training
+        return ClassifierTrain(
+            **self.run_fields(), phase=phase, local_epochs=int(self.cfg.local.epochs),
+            phase_rounds=max(1, int(self.cfg.rounds[phase])), batch_size=int(tr.batch_size),
+            max_steps_per_epoch=int(self.cfg.local.max_steps_per_epoch or 0), freeze_norm_stats=self.freeze_norm_stats,
+            synthetic_per_real=float(tr.synthetic_per_real),
+            class_weighted=bool(tr[phase].get("class_weighted", phase == "stage_b")),
+            teacher_lr=float(tr[phase].get("teacher_lr") or 0.0),  # 0: the stage's lr
+            generator_sha256=str(self.state.get("generator_sha256") or ""))
 
     def round_config(self, phase: str) -> Callable[[int], dict]:
         """The stage's peak learning rate. Each site positions the phase's warm-up + cosine
@@ -284,7 +310,7 @@ class _Run:
         n_sampled = len(report.sampled)
         parts = [f"[ecs] {report.phase:<7} {report.round:>2}/{int(self.cfg.rounds[report.phase]):<2} (round {report.global_round:>2})",
                  f"sites {len(report.answered)}/{n_sampled}", f"{report.seconds:6.1f}s"]
-        loss = report.train_pooled.get("train-loss", report.train_pooled.get("g_total"))
+        loss = report.train_pooled.get(TRAIN_LOSS, report.train_pooled.get(GAN_LOSS))
         if loss is not None:
             parts.append(f"loss {loss:.3f}")
         if report.val_pooled:
@@ -302,8 +328,8 @@ class _Run:
             val = report.val.get(center, {})
             status = ("ok" if center in report.answered else "rejected" if center in report.rejected
                       else "failed" if center in report.failed else "-")
-            t_loss = train.get("train-loss", train.get("g_total"))
-            self.log(f"[ecs]     {center:<12} {status:<8} n={int(train.get('num-examples', 0)):>5} loss {_fmt(t_loss)}"
+            t_loss = train.get(TRAIN_LOSS, train.get(GAN_LOSS))
+            self.log(f"[ecs]     {center:<12} {status:<8} n={int(train.get(NUM_EXAMPLES, 0)):>5} loss {_fmt(t_loss)}"
                      f" | val n={int(val.get('n', 0)):>4} AUC {_fmt(val.get('auc'))} sens {_fmt(val.get('sensitivity'))}"
                      f" spec {_fmt(val.get('specificity'))}")
 
@@ -333,10 +359,10 @@ class _Run:
             if self.state["phase"] == phase and self.state["strategy"] is not None:
                 self._strategy.load_state_dict(self.state["strategy"])
             key = "gan_arrays" if phase == "gan" else "model_arrays"
-            params = self.base_params(phase)
+            evaluate = Evaluate(**self.run_fields(), split="val")
             self._strategy.start(self.grid, _to_record(self.state[key]), num_rounds=rounds - done, timeout=self.timeout,
-                                 train_config=ConfigRecord(params), evaluate_config=ConfigRecord(params),
-                                 evaluate_fn=self._strategy.evaluate_fn)
+                                 train_config=ConfigRecord(self.train_request(phase).to_record()),
+                                 evaluate_config=ConfigRecord(evaluate.to_record()), evaluate_fn=self._strategy.evaluate_fn)
         self.state["completed"].append(phase)
         self.state.update(phase=phase, phase_round=rounds, strategy=None)
         self.store.save_checkpoint(self.state)
@@ -351,7 +377,7 @@ class _Run:
 
             file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
             self.store.record("gan_artifact", {"path": str(path.resolve()), "sha256": file_sha})
-            model = build_gan(self.models["gan"])
+            model = build_gan(self.models.gan)
             saved = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(saved["model"] if "model" in saved else saved)
             arrays = _torch_state(model)
@@ -368,29 +394,28 @@ class _Run:
         self.store.record("generator_sha256", sha)
         assert self.sites is not None
         nodes = self.sites.with_mri()
-        params = {**self.base_params("stage_a"), "phase": "synthesize", "generator-sha256": sha}
-        record = _to_record(generator)
-        replies = _send(self.grid, nodes, MessageType.QUERY,
-                        lambda _n: RecordDict({"generator": record, "config": ConfigRecord(params)}), self.timeout)
+        request = Synthesize(**self.run_fields(), generator_sha256=sha)
+        content = RecordDict({GENERATOR_RECORD: _to_record(generator), CONFIG_RECORD: ConfigRecord(request.to_record())})
+        replies = _send(self.grid, nodes, MessageType.QUERY, lambda _n: content, self.timeout)
         made = {}
         for reply in replies:
             center = self.sites.centers.get(reply.metadata.src_node_id, "?")
             if reply.has_error():
                 self.log(f"[ecs] synthesis failed at {center}: {reply.error.reason} (it trains stage A on real US only)")
             else:
-                made[center] = int(reply.content["metrics"]["num-examples"])
+                made[center] = int(SynthesizeReply.from_record(reply.content[METRICS_RECORD]).num_examples)
         self.log(f"[ecs] synthesis with generator {sha[:12]}: {made} synthetic images per site")
 
     # final ---------------------------------------------------------------------------------
     def fedbn_norms(self, arrays: Arrays) -> Arrays:
         """FedBN: the sites' norm states, example-weighted, for held-out centers and export."""
         assert self.sites is not None
-        params = {**self.base_params("stage_b"), "phase": "norm-state"}
-        replies = _send(self.grid, self.sites.train, MessageType.QUERY, lambda _n: RecordDict({"config": ConfigRecord(params)}), self.timeout)
+        query = RecordDict({CONFIG_RECORD: ConfigRecord(NormStateQuery(**self.run_fields()).to_record())})
+        replies = _send(self.grid, self.sites.train, MessageType.QUERY, lambda _n: query, self.timeout)
         valid = [r.content for r in replies if not r.has_error()]
         if not valid:
             raise RuntimeError("FedBN: no site returned its normalization state")
-        averaged = _to_numpy(aggregate_arrayrecords(valid, "num-examples"))
+        averaged = _to_numpy(aggregate_arrayrecords(valid, NUM_EXAMPLES))
         return {**arrays, **averaged}
 
     def final_evaluation(self) -> dict:
@@ -401,13 +426,12 @@ class _Run:
         arrays = best["arrays"]
         if self.spec.fedbn:
             arrays = self.fedbn_norms(arrays)
-        params = {**self.base_params("stage_b"), "phase": "evaluate", "threshold": threshold}
         record = _to_record(arrays)
         nodes = self.sites.train + self.sites.held_out
 
         def content(node: int) -> RecordDict:
-            split = "test" if node in self.sites.train else "all"
-            return RecordDict({"arrays": record, "config": ConfigRecord({**params, "split": split})})
+            request = Evaluate(**self.run_fields(), split="test" if node in self.sites.train else "all", threshold=threshold)
+            return RecordDict({ARRAYS_RECORD: record, CONFIG_RECORD: ConfigRecord(request.to_record())})
 
         replies = _send(self.grid, nodes, MessageType.EVALUATE, content, self.timeout)
         lines, pooled = [], {"train": None, "held_out": None}
@@ -423,16 +447,14 @@ class _Run:
                 self.log(f"[ecs] rejected the final evaluation of {center}: {problem}")
                 lines.append({"center": center, "role": role, "error": f"rejected: {problem}"})
                 continue
-            m = reply.content["metrics"]
-            metrics = center_metrics(m, threshold)
-            lines.append({"center": center, "role": role, "split": "test" if role == "train" else "all", **metrics})
-            acc = pooled[role] or {"neg": 0, "pos": 0, "tp": 0, "fp": 0, "tn": 0, "fn": 0}
-            acc["neg"] = acc["neg"] + np.asarray(m["hist-neg"], np.int64)
-            acc["pos"] = acc["pos"] + np.asarray(m["hist-pos"], np.int64)
-            for k in ("tp", "fp", "tn", "fn"):
-                acc[k] += int(m[k])
+            m = EvaluateReply.from_record(reply.content[METRICS_RECORD])
+            lines.append({"center": center, "role": role, "split": "test" if role == "train" else "all", **center_metrics(m, threshold)})
+            acc = pooled[role] or {"neg": 0, "pos": 0, "confusion": dict.fromkeys(m.confusion(), 0)}
+            acc["neg"] = acc["neg"] + np.asarray(m.hist_neg, np.int64)
+            acc["pos"] = acc["pos"] + np.asarray(m.hist_pos, np.int64)
+            acc["confusion"] = {k: acc["confusion"][k] + v for k, v in m.confusion().items()}
             pooled[role] = acc
-        summary = {role: binned_metrics(acc["neg"], acc["pos"], threshold, {k: acc[k] for k in ("tp", "fp", "tn", "fn")})
+        summary = {role: binned_metrics(acc["neg"], acc["pos"], threshold, acc["confusion"])
                    for role, acc in pooled.items() if acc is not None}
         self.store.write_jsonl("final_evaluation.jsonl", lines)
         return {"threshold": threshold, "selected_round": best.get("global_round"), "centers": lines,
@@ -447,7 +469,7 @@ class _Run:
         classifier.load_state_dict(state)
         student = classifier.student.cpu().eval()
         size = int(self.cfg.training.img_size)
-        name = self.models["student"]["name"]
+        name = self.models.student["name"]
         stem = "lsnet" if name == "lsnet" else name.replace(":", "_")
         model_dir = Path(str(self.cfg.run_dir)) / "model"
         onnx_path = export_onnx(student, model_dir / f"{stem}.onnx", (1, 1, size, size))

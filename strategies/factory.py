@@ -22,10 +22,12 @@ from dataclasses import dataclass
 
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedYogi, Krum
 
+from protocol.messages import NUM_EXAMPLES, UNIT_WEIGHT
+
 __all__ = ["STRATEGIES", "StrategySpec", "build_strategy"]
 
 STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedbn", "fedmedian", "krum")
-WEIGHT_KEYS = {"examples": "num-examples", "uniform": "unit-weight"}
+WEIGHT_KEYS = {"examples": NUM_EXAMPLES, "uniform": UNIT_WEIGHT}
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import MetricRecord, RecordDict
 
+from protocol.messages import CONFUSION_KEYS, HISTOGRAM_KEYS, NUM_EXAMPLES
+
 __all__ = ["Rejection", "evaluate_problem", "update_norm", "validate_train_replies"]
 
-EXAMPLES_KEY = "num-examples"
-HISTOGRAM_KEYS = ("hist-neg", "hist-pos")
-CONFUSION_KEYS = ("tp", "fp", "tn", "fn")
+EXAMPLES_KEY = NUM_EXAMPLES
 
 
 @dataclass(frozen=True)
@@ -188,13 +188,13 @@ def evaluate_problem(content: RecordDict, bins: int) -> str | None:
         problem = _counts_problem(key, values)
         if problem is not None:
             return problem
-    negatives, positives = int(counts["hist-neg"].sum()), int(counts["hist-pos"].sum())
+    negatives, positives = (int(counts[key].sum()) for key in HISTOGRAM_KEYS)
     examples = int(counts[EXAMPLES_KEY][0])
     if negatives + positives != examples:
         return (f"histograms count {negatives} negatives + {positives} positives = {negatives + positives} images "
                 f"but {EXAMPLES_KEY} = {examples}")
-    c = {key: int(counts[key][0]) for key in CONFUSION_KEYS}
-    if (c["tp"] + c["fn"], c["tn"] + c["fp"]) != (positives, negatives):
-        return (f"confusion matrix counts {c['tp'] + c['fn']} positives and {c['tn'] + c['fp']} negatives "
+    tp, fp, tn, fn = (int(counts[key][0]) for key in CONFUSION_KEYS)
+    if (tp + fn, tn + fp) != (positives, negatives):
+        return (f"confusion matrix counts {tp + fn} positives and {tn + fp} negatives "
                 f"but the histograms {positives} and {negatives}")
     return None

@@ -49,6 +49,7 @@ from flwr.serverapp.strategy.fedopt import FedOpt
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from ecs_models.training.binned_metrics import DEFAULT_BINS, binned_metrics
+from protocol.messages import CONFUSION_KEYS, Evaluate, EvaluateReply, TrainRequest, wire
 from strategies.validation import Rejection, evaluate_problem, validate_train_replies
 
 __all__ = ["RoundReport", "SiteAwareStrategy", "TooManyFailedRounds", "TrainMessageRefused", "center_metrics"]
@@ -95,11 +96,11 @@ class RoundReport:
         return out
 
 
-def center_metrics(metrics: MetricRecord | dict, threshold: float) -> dict[str, float]:
+def center_metrics(reply: EvaluateReply | MetricRecord | dict, threshold: float) -> dict[str, float]:
     """Binned metrics of one evaluation reply (histograms + exact confusion at ``threshold``)."""
-    neg, pos = np.asarray(metrics["hist-neg"]), np.asarray(metrics["hist-pos"])
-    confusion = {k: int(metrics[k]) for k in ("tp", "fp", "tn", "fn")}
-    return binned_metrics(neg, pos, threshold, confusion)
+    if not isinstance(reply, EvaluateReply):
+        reply = EvaluateReply.from_record(reply)
+    return binned_metrics(np.asarray(reply.hist_neg), np.asarray(reply.hist_pos), threshold, reply.confusion())
 
 
 class _GridView(Grid):
@@ -267,12 +268,10 @@ class SiteAwareStrategy(Strategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         report = self._report = self._new_report(server_round)
-        config["phase"] = self.phase
-        config["phase-round"] = report.round
-        config["global-round"] = report.global_round
-        if self.round_config is not None:
-            for key, value in self.round_config(report.round).items():
-                config[key] = value
+        extra = self.round_config(report.round) if self.round_config is not None else {}
+        for key, value in wire(TrainRequest, phase=self.phase, phase_round=report.round, global_round=report.global_round,
+                               **extra).items():
+            config[key] = value
         self._sent = {k: v.numpy() for k, v in arrays.items()}
         report.sent_bytes = arrays.count_bytes()
         messages = list(self.inner.configure_train(report.round, arrays, config, _NodeSubsetGrid(grid, self.train_nodes)))
@@ -339,10 +338,9 @@ class SiteAwareStrategy(Strategy):
             return []
         report = self._report or self._new_report(server_round)
         self._evaluate_started = time.perf_counter()
-        config["phase"] = "evaluate"
-        config["split"] = "val"
-        config["threshold"] = self.threshold
-        config["global-round"] = report.global_round
+        for key, value in wire(Evaluate, phase="evaluate", split="val", threshold=self.threshold,
+                               global_round=report.global_round).items():
+            config[key] = value
         return self.inner.configure_evaluate(report.round, arrays, config, _NodeSubsetGrid(grid, self.eval_nodes))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
@@ -356,7 +354,7 @@ class SiteAwareStrategy(Strategy):
 
     def _aggregate_evaluate(self, report: RoundReport, replies: Iterable[Message]) -> MetricRecord | None:
         neg = pos = None
-        confusion = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
+        confusion = dict.fromkeys(CONFUSION_KEYS, 0)
         for msg in sorted(replies, key=lambda m: self._center(m.metadata.src_node_id)):
             center = self._center(msg.metadata.src_node_id)
             if msg.has_error():
@@ -367,13 +365,12 @@ class SiteAwareStrategy(Strategy):
                 report.rejected[f"{center} (evaluate)"] = problem
                 logger.warning("round %d: rejected the evaluation of %s: %s", report.global_round, center, problem)
                 continue
-            metrics = next(iter(msg.content.metric_records.values()))
-            report.val[center] = center_metrics(metrics, self.threshold)
-            h_neg, h_pos = np.asarray(metrics["hist-neg"], np.int64), np.asarray(metrics["hist-pos"], np.int64)
+            reply = EvaluateReply.from_record(next(iter(msg.content.metric_records.values())))
+            report.val[center] = center_metrics(reply, self.threshold)
+            h_neg, h_pos = np.asarray(reply.hist_neg, np.int64), np.asarray(reply.hist_pos, np.int64)
             neg = h_neg if neg is None else neg + h_neg
             pos = h_pos if pos is None else pos + h_pos
-            for key in confusion:
-                confusion[key] += int(metrics[key])
+            confusion = {key: confusion[key] + count for key, count in reply.confusion().items()}
         if neg is None:
             return None
         report.val_pooled = binned_metrics(neg, pos, self.threshold, confusion)

@@ -17,6 +17,16 @@ from flwr.app.metadata import Metadata
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
+from protocol.messages import (
+    ARRAYS_RECORD,
+    METRICS_RECORD,
+    SITE_RECORD,
+    TRAIN_LOSS,
+    EvaluateReply,
+    SiteInfo,
+    TrainReply,
+)
+
 
 @pytest.fixture(autouse=True)
 def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,8 +42,10 @@ def _metadata(src: int, kind: str = "train") -> Metadata:
 
 
 def train_reply(src: int, arrays: dict[str, np.ndarray], n: float = 10.0, **metrics: float) -> Message:
-    content = RecordDict({"arrays": ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()}),
-                          "metrics": MetricRecord({"num-examples": n, "unit-weight": 1.0, "train-loss": 1.0, **metrics})})
+    """A train reply; ``metrics`` (wire keys) are added to or replace the reply's metrics."""
+    reply = TrainReply(num_examples=n, losses={TRAIN_LOSS: 1.0}).to_record()
+    content = RecordDict({ARRAYS_RECORD: ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()}),
+                          METRICS_RECORD: MetricRecord({**reply, **metrics})})
     return make_message(_metadata(src), content=content)
 
 
@@ -46,8 +58,8 @@ def eval_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5,
     from ecs_models.training.binned_metrics import confusion_at, score_histograms
 
     neg, pos = score_histograms(labels, scores, bins)
-    return {"num-examples": float(len(labels)), "unit-weight": 1.0, "hist-neg": neg.tolist(), "hist-pos": pos.tolist(),
-            **confusion_at(labels, scores, threshold)}
+    return EvaluateReply(**confusion_at(labels, scores, threshold), hist_neg=neg.tolist(), hist_pos=pos.tolist(),
+                         num_examples=float(len(labels))).to_record()
 
 
 def eval_reply(src: int, labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5, bins: int = 1000,
@@ -55,13 +67,15 @@ def eval_reply(src: int, labels: np.ndarray, scores: np.ndarray, threshold: floa
     """An evaluation reply; ``changed`` replaces metrics (``hist_neg=`` for ``hist-neg``)."""
     metrics = eval_metrics(labels, scores, threshold, bins)
     metrics.update({key.replace("_", "-"): value for key, value in changed.items()})
-    return make_message(_metadata(src, "evaluate"), content=RecordDict({"metrics": MetricRecord(metrics)}))
+    return make_message(_metadata(src, "evaluate"), content=RecordDict({METRICS_RECORD: MetricRecord(metrics)}))
 
 
-def info_reply(src: int, center: str, **counts: float) -> Message:
-    """A site's answer to the ``info`` query: its center name and counts."""
-    content = RecordDict({"metrics": MetricRecord({"n-us-train": 10.0, **counts}),
-                          "site": ConfigRecord({"center": center})})
+def info_reply(src: int, center: str, **counts: int) -> Message:
+    """A site's answer to the ``info`` query: its center name and counts (``SiteInfo`` fields, 10 unless given)."""
+    names = ("n_us_train", "n_us_val", "n_us_test", "n_us_all", "n_mri_train", "positives_train", "max_train_examples_gan",
+             "max_train_examples_stage_a", "max_train_examples_stage_b")
+    info = SiteInfo(center=center, **{**dict.fromkeys(names, 10), **counts})
+    content = RecordDict({METRICS_RECORD: MetricRecord(info.metrics()), SITE_RECORD: ConfigRecord(info.site_record())})
     return make_message(_metadata(src, "query"), content=content)
 
 

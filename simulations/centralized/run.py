@@ -148,7 +148,7 @@ def _synthesize(cfg: DictConfig, cohort_dir: Path, centers: list[str], device: t
         return None, {"synthetic_images": 0}
     model = create_model(cfg.gan.name, preset=cfg.gan.preset, image_size=size).to(device)
     steps = int(cfg.gan.steps)
-    trainer = GanTrainer(model, GanTrainConfig(total_steps=steps, decay_start_step=steps // 2, seed=int(cfg.seed)), device=device)
+    trainer = GanTrainer(model, GanTrainConfig(total_steps=steps, decay_start_step=steps // 2, lr=float(cfg.gan.lr), seed=int(cfg.seed)), device=device)
     gen = torch.Generator().manual_seed(int(cfg.seed))
     mri_loader = DataLoader(mri_images, batch_size=int(cfg.gan.batch_size), shuffle=True, generator=gen, drop_last=len(mri_images) > cfg.gan.batch_size)
     us_loader = DataLoader(us_images, batch_size=int(cfg.gan.batch_size), shuffle=True, generator=gen, drop_last=len(us_images) > cfg.gan.batch_size)

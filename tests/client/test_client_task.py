@@ -11,21 +11,25 @@ import torch
 
 from client import task
 from ecs_models.build import build_classifier
+from protocol.messages import ClassifierTrain, Evaluate, ModelSpec
 from server.federation import model_spec
 from strategies.fedbn import norm_keys, split_norm
 
 
 @pytest.fixture(scope="module")
-def spec() -> dict:
+def spec() -> ModelSpec:
     from server.config import compose_config
 
     return model_spec(compose_config(["experiment=smoke"]))
 
 
-def _params(spec: dict, tmp_path: Path, **extra: object) -> dict:
-    return {"seed": 0, "run-key": "test", "model-spec": json.dumps(spec), "device": "cpu", "img-size": 96,
-            "preprocess-size": 96, "eval-batch-size": 16, "batch-size": 4, "local-epochs": 1, "max-steps-per-epoch": 1,
-            "lr": 1e-3, "phase": "stage_b", "phase-round": 1, "global-round": 1, "bins": 1000, **extra}
+RUN = {"seed": 0, "run_key": "test", "device": "cpu", "img_size": 96, "preprocess_size": 96, "eval_batch_size": 16, "bins": 1000}
+
+
+def _train(spec: ModelSpec, **extra: object) -> ClassifierTrain:
+    fields = {"phase": "stage_b", "batch_size": 4, "local_epochs": 1, "phase_rounds": 1, "max_steps_per_epoch": 1, "lr": 1e-3,
+              "phase_round": 1, "global_round": 1, "class_weighted": True, **extra}
+    return ClassifierTrain(**RUN, model_spec=spec, **fields)
 
 
 def test_partition_ids_map_to_centers_largest_first_including_held_out(tiny_cohort: Path, tmp_path: Path) -> None:
@@ -41,7 +45,7 @@ def test_partition_ids_map_to_centers_largest_first_including_held_out(tiny_coho
     deployed = task.site_from_config({"data-dir": str(tiny_cohort / "clinic")}, {})
     assert deployed.center == "clinic" and deployed.cache_dir is None
     info = task.site_info(deployed)
-    assert info["n-mri-train"] == 0 and info["n-us-all"] >= info["n-us-train"] > 0
+    assert info.n_mri_train == 0 and info.n_us_all >= info.n_us_train > 0
 
 
 def test_fedbn_client_keeps_its_norm_state_and_never_sends_it(tiny_cohort: Path, tmp_path: Path, spec: dict) -> None:
@@ -50,17 +54,17 @@ def test_fedbn_client_keeps_its_norm_state_and_never_sends_it(tiny_cohort: Path,
     model = build_classifier(spec)
     keys = norm_keys(model)
     shared, _ = split_norm({k: v.clone() for k, v in model.state_dict().items()}, keys)
-    arrays, metrics = task.train_classifier_round(site, shared, _params(spec, tmp_path, fedbn=True))
-    assert not set(arrays) & keys and metrics["num-examples"] > 0
-    assert metrics["num-examples"] == task.site_info(site)["max-train-examples-stage_b"]  # what the server checks it against
+    arrays, reply = task.train_classifier_round(site, shared, _train(spec, fedbn=True))
+    assert not set(arrays) & keys and reply.num_examples > 0
+    assert reply.num_examples == task.site_info(site).max_train_examples("stage_b")  # what the server checks it against
     local = site.store("test").load("norm")
     assert set(local) == keys
     trained_var = [k for k in keys if k.endswith("running_var")][0]
     assert not torch.allclose(local[trained_var], torch.ones_like(local[trained_var]))  # statistics moved, locally
     # the next round starts from the site's own norms, not from the (norm-free) global arrays
-    again, _ = task.train_classifier_round(site, arrays, _params(spec, tmp_path, fedbn=True, **{"global-round": 2}))
+    again, _ = task.train_classifier_round(site, arrays, _train(spec, fedbn=True, global_round=2))
     assert set(again) == set(arrays)
-    plain, _ = task.train_classifier_round(site, {k: v for k, v in model.state_dict().items()}, _params(spec, tmp_path))
+    plain, _ = task.train_classifier_round(site, {k: v for k, v in model.state_dict().items()}, _train(spec))
     assert keys <= set(plain)  # FedAvg sends everything
 
 
@@ -68,12 +72,12 @@ def test_evaluation_sends_counts_not_scores(tiny_cohort: Path, tmp_path: Path, s
     site = task.Site("teaching", tiny_cohort / "teaching", tmp_path)
     torch.manual_seed(0)
     state = build_classifier(spec).state_dict()
-    out = task.evaluate_split(site, state, _params(spec, tmp_path, split="all", threshold=0.5, bins=1000))
-    n = int(out["num-examples"])
-    assert n == task.site_info(site)["n-us-all"]
-    assert len(out["hist-neg"]) == len(out["hist-pos"]) == 1000
-    assert sum(out["hist-neg"]) + sum(out["hist-pos"]) == n == out["tp"] + out["fp"] + out["tn"] + out["fn"]
-    assert all(isinstance(v, int) for v in out["hist-neg"]) and np.all(np.asarray(out["hist-pos"]) >= 0)
+    out = task.evaluate_split(site, state, Evaluate(**RUN, model_spec=spec, split="all", threshold=0.5))
+    n = int(out.num_examples)
+    assert n == task.site_info(site).n_us_all
+    assert len(out.hist_neg) == len(out.hist_pos) == 1000
+    assert sum(out.hist_neg) + sum(out.hist_pos) == n == sum(out.confusion().values())
+    assert all(isinstance(v, int) for v in out.hist_neg) and np.all(np.asarray(out.hist_pos) >= 0)
 
 
 def test_round_seeds_do_not_depend_on_node_ids() -> None:
@@ -83,19 +87,19 @@ def test_round_seeds_do_not_depend_on_node_ids() -> None:
 
 
 def test_stage_class_weighting_follows_the_message(tiny_cohort: Path, tmp_path: Path, spec: dict) -> None:
-    """``class-weighted`` applies to whichever stage the server names; stage A defaults to unweighted."""
+    """``class_weighted`` applies to whichever stage the server names (the server's default per stage:
+    tests/server/test_federation.py)."""
     site = task.Site("university", tiny_cohort / "university", tmp_path)
     torch.manual_seed(0)
     state = {k: v.clone() for k, v in build_classifier(spec).state_dict().items()}
 
     def trained(**extra: object) -> dict:  # 4 steps of 8: batches with both classes, where weights matter
-        params = _params(spec, tmp_path, phase="stage_a", **{"batch-size": 8, "max-steps-per-epoch": 4}, **extra)
-        arrays, _ = task.train_classifier_round(site, state, params)
+        arrays, _ = task.train_classifier_round(site, state, _train(spec, phase="stage_a", batch_size=8, max_steps_per_epoch=4, **extra))
         return arrays
 
-    default, unweighted, weighted = trained(), trained(**{"class-weighted": False}), trained(**{"class-weighted": True})
-    assert all(torch.equal(default[k], unweighted[k]) for k in default)
-    assert not all(torch.equal(default[k], weighted[k]) for k in default)
+    unweighted, again, weighted = trained(class_weighted=False), trained(class_weighted=False), trained(class_weighted=True)
+    assert all(torch.equal(unweighted[k], again[k]) for k in unweighted)
+    assert not all(torch.equal(unweighted[k], weighted[k]) for k in unweighted)
 
 
 def test_norm_statistics_freeze_from_a_fraction_of_the_phase() -> None:
@@ -103,7 +107,7 @@ def test_norm_statistics_freeze_from_a_fraction_of_the_phase() -> None:
     assert [r for r in range(1, 17) if task.norm_stats_frozen(r, 16, 0.5)] == list(range(9, 17))
     assert [r for r in range(1, 3) if task.norm_stats_frozen(r, 2, 0.5)] == [2]
     assert not any(task.norm_stats_frozen(r, 16, 0.0) for r in range(1, 17))
-    with pytest.raises(ValueError, match="freeze-norm-stats"):
+    with pytest.raises(ValueError, match="freeze_norm_stats"):
         task.norm_stats_frozen(1, 16, 1.0)
 
 
@@ -113,18 +117,17 @@ def test_a_site_returns_the_global_statistics_in_frozen_rounds(tiny_cohort: Path
     state = {k: v.clone() for k, v in build_classifier(spec).state_dict().items()}
     stats = [k for k in state if k.endswith(("running_mean", "running_var"))]
     # round 2 of 2 with freeze-norm-stats 0.5 (that unfrozen rounds update them: test_training_norm_stats)
-    params = _params(spec, tmp_path, **{"freeze-norm-stats": 0.5, "phase-round": 2, "phase-rounds": 2})
-    arrays, _ = task.train_classifier_round(site, state, params)
+    arrays, _ = task.train_classifier_round(site, state, _train(spec, freeze_norm_stats=0.5, phase_round=2, phase_rounds=2))
     assert stats and all(torch.equal(arrays[k], state[k]) for k in stats)
     assert not all(torch.equal(arrays[k], state[k]) for k in state if k not in stats)
 
 
 def test_a_site_trains_the_teacher_at_the_messages_teacher_lr(tiny_cohort: Path, tmp_path: Path, spec: dict) -> None:
-    assert spec.get("teacher"), "the smoke experiment distills"
+    assert spec.teacher, "the smoke experiment distills"
     site = task.Site("university", tiny_cohort / "university", tmp_path)
     torch.manual_seed(0)
     state = {k: v.clone() for k, v in build_classifier(spec).state_dict().items()}
-    arrays, _ = task.train_classifier_round(site, state, _params(spec, tmp_path, **{"teacher-lr": 1e-12}))
+    arrays, _ = task.train_classifier_round(site, state, _train(spec, teacher_lr=1e-12))
     weights = [k for k in state if state[k].is_floating_point() and not k.endswith(("running_mean", "running_var"))]
     moved = {k for k in weights if not torch.allclose(arrays[k], state[k], atol=1e-9)}
     assert any(k.startswith("student.") for k in moved)

@@ -20,6 +20,7 @@ from ecs_models.training.gan import (
     total_generator_loss,
     train_gan,
 )
+from protocol.messages import GAN_LOSS
 
 SG_TERMS = {"adv_us", "adv_mri", "cycle", "identity", "domain", "feature"}
 
@@ -82,17 +83,17 @@ def test_vanilla_has_only_cyclegan_terms() -> None:
     assert {"adv_us", "adv_mri", "cycle", "identity"} <= set(losses)
     assert "domain" not in losses and "feature" not in losses and "grl_lambda" not in losses
     expected = losses["adv_us"] + losses["adv_mri"] + 10 * losses["cycle"] + 5 * losses["identity"]
-    assert losses["g_total"] == pytest.approx(expected, rel=1e-5)
+    assert losses[GAN_LOSS] == pytest.approx(expected, rel=1e-5)
 
 
 def test_train_step_reports_weighted_total_and_schedules() -> None:
     trainer = GanTrainer(_model(), GanTrainConfig(total_steps=4, decay_start_step=2), device="cpu")
     seen = [trainer.train_step(_blobs(2, s, False), _blobs(2, s + 9, True)) for s in range(4)]
     first = seen[0]
-    assert SG_TERMS <= set(first) and {"d_us", "d_mri", "g_total", "grl_lambda", "lr"} <= set(first)
+    assert SG_TERMS <= set(first) and {"d_us", "d_mri", GAN_LOSS, "grl_lambda", "lr"} <= set(first)
     expected = (first["adv_us"] + first["adv_mri"] + 10 * first["cycle"] + 5 * first["identity"]
                 + 5 * first["domain"] + 5 * first["feature"])
-    assert first["g_total"] == pytest.approx(expected, rel=1e-5)
+    assert first[GAN_LOSS] == pytest.approx(expected, rel=1e-5)
     assert [s["lr"] for s in seen] == pytest.approx([2e-4, 2e-4, 2e-4, 1e-4])  # linear decay after step 2
     assert [s["grl_lambda"] for s in seen] == pytest.approx([dann_lambda(p) for p in (0, 0.25, 0.5, 0.75)])
     assert trainer.opt_g.param_groups[0]["betas"] == (0.5, 0.999)

@@ -7,6 +7,7 @@ import pytest
 from flower_fakes import FakeGrid, eval_reply, info_reply, task_identity  # noqa: F401
 from flwr.app import Message, MessageType
 
+from protocol.messages import CONFIG_RECORD, HISTOGRAM_KEYS, METRICS_RECORD, parse_request
 from server.config import compose_config
 from server.federation import Sites, _Run, _to_record, discover_sites, run_federation
 
@@ -27,8 +28,11 @@ def test_stage_messages_carry_the_teacher_learning_rate_and_bad_ones_are_refused
     cfg = compose_config(["experiment=smoke", f"run_dir={tmp_path / 'a'}", "held_out_centers=[]",
                           "training.stage_a.teacher_lr=2e-4"])
     run = _Run(None, cfg, log=lambda _m: None)
-    assert run.base_params("stage_a")["teacher-lr"] == 2e-4
-    assert run.base_params("stage_b")["teacher-lr"] == 0.0  # null: the stage's own lr
+    assert run.train_request("stage_a").teacher_lr == 2e-4
+    assert run.train_request("stage_b").teacher_lr == 0.0  # null: the stage's own lr
+    # class weighting: the stage's config, stage B weighted unless it says otherwise (the one default)
+    assert (run.train_request("stage_a").class_weighted, run.train_request("stage_b").class_weighted) == (
+        bool(cfg.training.stage_a.get("class_weighted", False)), bool(cfg.training.stage_b.get("class_weighted", True)))
     bad = compose_config(["experiment=smoke", f"run_dir={tmp_path / 'b'}", "held_out_centers=[]",
                           "training.stage_b.teacher_lr=-1"])
     with pytest.raises(ValueError, match="training.stage_b.teacher_lr"):
@@ -37,7 +41,7 @@ def test_stage_messages_carry_the_teacher_learning_rate_and_bad_ones_are_refused
 
 def _identify(message: Message) -> Message:
     node = message.metadata.dst_node_id
-    return info_reply(node, CENTERS[node], **{"max-train-examples-stage_b": 10.0 * node})
+    return info_reply(node, CENTERS[node], max_train_examples_stage_b=10 * node)
 
 
 def test_a_run_without_a_held_out_list_stops_before_any_message(tmp_path) -> None:
@@ -73,9 +77,11 @@ def test_final_evaluation_leaves_out_a_malformed_reply_and_pools_the_others(tmp_
 
     def evaluate(message: Message) -> Message:
         node = message.metadata.dst_node_id
-        reply = eval_reply(node, labels[node], scores[node], float(message.content["config"]["threshold"]), bins=16)
+        threshold = parse_request(message.content[CONFIG_RECORD]).threshold
+        reply = eval_reply(node, labels[node], scores[node], threshold, bins=16)
         if node == 2:  # regional sends one bin too many
-            reply.content["metrics"]["hist-neg"] = [*reply.content["metrics"]["hist-neg"], 0]
+            key = HISTOGRAM_KEYS[0]
+            reply.content[METRICS_RECORD][key] = [*reply.content[METRICS_RECORD][key], 0]
         return reply
 
     cfg = compose_config(["experiment=smoke", f"run_dir={tmp_path}", "held_out_centers=[teaching]", "histogram_bins=16"])

@@ -7,6 +7,7 @@ import pytest
 from flower_fakes import FakeGrid, error_reply, eval_reply, train_reply
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
+from protocol.messages import CONFIG_RECORD, NUM_EXAMPLES, TrainRequest, wire_key
 from strategies.factory import StrategySpec, build_strategy
 from strategies.validation import validate_train_replies
 from strategies.wrapper import SiteAwareStrategy, TooManyFailedRounds, TrainMessageRefused
@@ -155,7 +156,7 @@ def test_state_dict_round_trips_server_optimizer_state() -> None:
     restored.load_state_dict(strategy.state_dict())
     np.testing.assert_array_equal(restored.inner.m_t["w"], strategy.inner.m_t["w"])
     messages = _configure(restored)
-    assert messages[0].content["config"]["phase-round"] == 2  # the round after the checkpoint
+    assert messages[0].content[CONFIG_RECORD][wire_key(TrainRequest, "phase_round")] == 2  # the round after the checkpoint
 
 
 def test_per_center_and_pooled_validation_metrics() -> None:
@@ -175,7 +176,7 @@ def test_validation_rejects_mismatched_keys() -> None:
     from flwr.app import MetricRecord, RecordDict
 
     content = RecordDict({"arrays": ArrayRecord({"other": Array(np.zeros(2, np.float32))}),
-                          "metrics": MetricRecord({"num-examples": 1.0})})
+                          "metrics": MetricRecord({NUM_EXAMPLES: 1.0})})
     accepted, rejections, _ = validate_train_replies([(1, "a", content)], GLOBAL)
     assert accepted == [] and "keys differ" in rejections[0].reason
 

@@ -8,6 +8,7 @@ import pytest
 from flower_fakes import FakeGrid, eval_reply, train_reply
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
 
+from protocol.messages import HISTOGRAM_KEYS, METRICS_RECORD, NUM_EXAMPLES, TRAIN_LOSS, UNIT_WEIGHT
 from strategies.factory import StrategySpec, build_strategy
 from strategies.wrapper import RoundReport, SiteAwareStrategy
 
@@ -62,7 +63,7 @@ def test_train_reply_with_nan_or_inf_in_an_array_is_rejected(value: float, word:
 
 @pytest.mark.parametrize(("value", "word"), [(float("nan"), "NaN"), (float("inf"), "Inf")])
 def test_train_reply_with_a_non_finite_metric_is_rejected(value: float, word: str) -> None:
-    w, report = _train_round(train_reply(BAD, _arrays(2.0), **{"train-loss": value}))
+    w, report = _train_round(train_reply(BAD, _arrays(2.0), **{TRAIN_LOSS: value}))
     _assert_rejected_and_others_aggregated(w, report, "metric train-loss", word)
 
 
@@ -74,7 +75,7 @@ def test_train_reply_whose_num_examples_is_not_positive_is_rejected(examples: fl
 
 def test_train_reply_without_num_examples_is_rejected() -> None:
     reply = train_reply(BAD, _arrays(2.0))
-    del reply.content["metrics"]["num-examples"]
+    del reply.content[METRICS_RECORD][NUM_EXAMPLES]
     w, report = _train_round(reply)
     _assert_rejected_and_others_aggregated(w, report, "'num-examples'", "missing")
 
@@ -93,7 +94,7 @@ def test_train_reply_at_its_declared_count_is_accepted() -> None:
 
 
 def test_train_reply_with_a_non_positive_uniform_weight_is_rejected() -> None:
-    w, report = _train_round(train_reply(BAD, _arrays(2.0), **{"unit-weight": 0.0}), weighting="uniform")
+    w, report = _train_round(train_reply(BAD, _arrays(2.0), **{UNIT_WEIGHT: 0.0}), weighting="uniform")
     _assert_rejected_and_others_aggregated(w, report, "'unit-weight'", "not positive")
 
 
@@ -103,7 +104,7 @@ SCORES = {11: np.array([0.1, 0.4, 0.35, 0.8]), 12: np.array([0.2, 0.6, 0.9]), 13
 
 
 def _gamma_hist(key: str) -> list[int]:
-    return list(eval_reply(BAD, LABELS[BAD], SCORES[BAD], bins=BINS).content["metrics"][key])
+    return list(eval_reply(BAD, LABELS[BAD], SCORES[BAD], bins=BINS).content[METRICS_RECORD][key])
 
 
 def _evaluate_round(**changed: object) -> tuple[MetricRecord, RoundReport]:
@@ -127,34 +128,34 @@ def test_evaluation_reply_of_true_counts_is_used() -> None:
 
 
 def test_evaluation_histogram_of_another_length_is_rejected() -> None:
-    longer = _gamma_hist("hist-neg") + [0]
+    longer = _gamma_hist(HISTOGRAM_KEYS[0]) + [0]
     metrics, report = _evaluate_round(hist_neg=longer)
     _assert_evaluation_rejected(metrics, report, "hist-neg has 17 bins", f"expected {BINS}")
 
 
 def test_evaluation_histogram_with_a_negative_count_is_rejected() -> None:
-    hist = _gamma_hist("hist-pos")
+    hist = _gamma_hist(HISTOGRAM_KEYS[1])
     hist[0] -= 1
     hist[-1] += 1  # same total: only the sign is wrong
     metrics, report = _evaluate_round(hist_pos=hist)
-    _assert_evaluation_rejected(metrics, report, "hist-pos", "negative count")
+    _assert_evaluation_rejected(metrics, report, HISTOGRAM_KEYS[1], "negative count")
 
 
 def test_evaluation_histogram_with_a_fractional_count_is_rejected() -> None:
-    hist = [float(v) for v in _gamma_hist("hist-neg")]
+    hist = [float(v) for v in _gamma_hist(HISTOGRAM_KEYS[0])]
     nonzero = [i for i, v in enumerate(hist) if v > 0]
     hist[nonzero[0]] -= 0.5
     hist[nonzero[-1]] += 0.5  # same total: only integrality is wrong
     metrics, report = _evaluate_round(hist_neg=hist)
-    _assert_evaluation_rejected(metrics, report, "hist-neg", "not an integer")
+    _assert_evaluation_rejected(metrics, report, HISTOGRAM_KEYS[0], "not an integer")
 
 
 @pytest.mark.parametrize(("value", "word"), [(float("nan"), "NaN"), (float("inf"), "Inf")])
 def test_evaluation_counts_that_are_not_finite_are_rejected(value: float, word: str) -> None:
-    hist = [float(v) for v in _gamma_hist("hist-neg")]
+    hist = [float(v) for v in _gamma_hist(HISTOGRAM_KEYS[0])]
     hist[5] = value
     metrics, report = _evaluate_round(hist_neg=hist)
-    _assert_evaluation_rejected(metrics, report, "hist-neg", word)
+    _assert_evaluation_rejected(metrics, report, HISTOGRAM_KEYS[0], word)
 
 
 def test_evaluation_histograms_that_do_not_add_up_to_num_examples_are_rejected() -> None:
@@ -170,9 +171,9 @@ def test_evaluation_confusion_matrix_that_disagrees_with_the_histograms_is_rejec
 def test_evaluation_reply_without_its_histograms_is_rejected() -> None:
     strategy = _started_round()
     replies = [eval_reply(n, LABELS[n], SCORES[n], bins=BINS) for n in TRAIN]
-    del replies[2].content["metrics"]["hist-pos"]
+    del replies[2].content[METRICS_RECORD][HISTOGRAM_KEYS[1]]
     metrics = strategy.aggregate_evaluate(1, replies)
-    _assert_evaluation_rejected(metrics, strategy._report, "missing metrics", "hist-pos")
+    _assert_evaluation_rejected(metrics, strategy._report, "missing metrics", HISTOGRAM_KEYS[1])
 
 
 def test_evaluation_confusion_count_given_as_a_list_is_rejected() -> None:
@@ -183,6 +184,6 @@ def test_evaluation_confusion_count_given_as_a_list_is_rejected() -> None:
 def test_evaluation_reply_with_two_metric_records_is_rejected() -> None:
     strategy = _started_round()
     replies = [eval_reply(n, LABELS[n], SCORES[n], bins=BINS) for n in TRAIN]
-    replies[2].content["extra"] = MetricRecord({"num-examples": 3.0})
+    replies[2].content["extra"] = MetricRecord({NUM_EXAMPLES: 3.0})
     metrics = strategy.aggregate_evaluate(1, replies)
     _assert_evaluation_rejected(metrics, strategy._report, "expected one MetricRecord", "got 2")
