@@ -160,7 +160,7 @@ def model_bytes(run_dir: Path) -> dict[str, int]:
     from omegaconf import OmegaConf
 
     from ecs_models.build import build_classifier, build_gan
-    from server.federation import model_spec
+    from server.context import model_spec
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
     spec = model_spec(cfg)

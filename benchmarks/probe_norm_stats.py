@@ -46,7 +46,7 @@ from ecs_models.training.norm_stats import (  # noqa: E402
     pool_site_stats,
     use_batch_norm_stats,
 )
-from server.federation import model_spec  # noqa: E402
+from server.context import model_spec  # noqa: E402
 
 VARIANTS = ("own", "pooled", "site-mean", "site-total", "held-out")
 

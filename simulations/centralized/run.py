@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader
 from client.data.preprocess import PreprocessConfig
 from client.data.site_datasets import site_us_dataset
 from ecs_models import create_model
+from ecs_models.bundle import export_student
 from ecs_models.complexity import complexity_report
-from ecs_models.export import check_onnx_parity, export_onnx
 from ecs_models.training.data import (
     TransformedImages,
     combine,
@@ -326,21 +326,9 @@ def finished_run(run_dir: Path, cfg: DictConfig) -> dict | None:
 def _save(run_dir: Path, model: DistillationModel, selector: CheckpointSelector, metrics: dict,
           name: str, size: int, threshold: float, log: Log) -> None:
     torch.save({"model": model.state_dict(), "selector": selector.state_dict(), "metrics": metrics}, run_dir / "checkpoint.pt")
-    model_dir = run_dir / "model"
-    model_dir.mkdir(exist_ok=True)
-    stem = "lsnet" if name == "lsnet" else name.replace(":", "_")
-    student = copy.deepcopy(model.student).cpu().eval()
-    onnx_path = export_onnx(student, model_dir / f"{stem}.onnx", (1, 1, size, size))
-    example = torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(0))
-    diff = check_onnx_parity(student, onnx_path, example)
-    operating_point = {
-        "threshold": threshold, "target_sensitivity": selector.target_sensitivity,
-        "score": "softmax probability of class 1 (myometrial invasion)",
-        "input": {"shape": [1, 1, size, size], "range": [-1.0, 1.0], "preprocessing": "client.data PreprocessConfig, resized"},
-        "val_sensitivity": metrics["val"]["sensitivity"], "val_specificity": metrics["val"]["specificity"],
-        "onnx_max_abs_diff": diff,
-    }
-    (model_dir / "operating_point.json").write_text(json.dumps(operating_point, indent=2) + "\n")
+    onnx_path, diff = export_student(model.student, run_dir / "model", name=name, size=size, threshold=threshold,
+                                     target_sensitivity=selector.target_sensitivity, val=metrics["val"],
+                                     chosen_on="validation scores of the pooled training centers (centralized)")
     # last: metrics.json marks the folder as a finished run (finished_run), so a failed export is not one
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     log(f"  exported {onnx_path} (onnxruntime max abs diff {diff:.2e}), threshold {threshold:.4f}")

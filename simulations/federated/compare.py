@@ -194,7 +194,7 @@ def _internal_test_all_centers(cfg: DictConfig, run_dir: Path, centers: list[str
     from ecs_models.training.distill import predict_scores
     from ecs_models.training.metrics import screening_metrics
     from ecs_models.training.runtime import resolve_device
-    from server.federation import model_spec
+    from server.context import model_spec
 
     threshold = float(json.loads((run_dir / "metrics.json").read_text())["threshold"])
     model = build_classifier(model_spec(cfg))

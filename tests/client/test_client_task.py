@@ -12,7 +12,7 @@ import torch
 from client import task
 from ecs_models.build import build_classifier
 from protocol.messages import ClassifierTrain, Evaluate, ModelSpec
-from server.federation import model_spec
+from server.context import model_spec
 from strategies.fedbn import norm_keys, split_norm
 
 

@@ -1,4 +1,4 @@
-"""The coordinator's run on a fake Grid: records, config checks, site discovery, final evaluation."""
+"""The coordinator's parts on a fake Grid: records, config checks, site discovery, final evaluation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from flwr.app import Message, MessageType
 
 from protocol.messages import CONFIG_RECORD, HISTOGRAM_KEYS, METRICS_RECORD, parse_request
 from server.config import compose_config
-from server.federation import Sites, _Run, _to_record, discover_sites, run_federation
+from server.context import RunContext, to_record
+from server.federation import run_federation
+from server.final import final_evaluation
+from server.phases import fresh_state
+from server.sites import Sites, discover_sites
 
 CENTERS = {1: "clinic", 2: "regional", 3: "teaching"}
 
@@ -17,7 +21,7 @@ CENTERS = {1: "clinic", 2: "regional", 3: "teaching"}
 def test_record_keeps_shapes_of_zero_dim_and_strided_arrays() -> None:
     strided = np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2]  # not C-contiguous
     arrays = {"bn.num_batches_tracked": np.asarray(7, dtype=np.int64), "w": strided, "b": np.ones(3, np.float32)}
-    record = _to_record(arrays)
+    record = to_record(arrays)
     for key, value in arrays.items():
         got = record[key].numpy()
         assert got.shape == value.shape and got.dtype == value.dtype, key  # FedAdam compares shapes per key
@@ -27,7 +31,7 @@ def test_record_keeps_shapes_of_zero_dim_and_strided_arrays() -> None:
 def test_stage_messages_carry_the_teacher_learning_rate_and_bad_ones_are_refused(tmp_path) -> None:
     cfg = compose_config(["experiment=smoke", f"run_dir={tmp_path / 'a'}", "held_out_centers=[]",
                           "training.stage_a.teacher_lr=2e-4"])
-    run = _Run(None, cfg, log=lambda _m: None)
+    run = RunContext(None, cfg, log=lambda _m: None)
     assert run.train_request("stage_a").teacher_lr == 2e-4
     assert run.train_request("stage_b").teacher_lr == 0.0  # null: the stage's own lr
     # class weighting: the stage's config, stage B weighted unless it says otherwise (the one default)
@@ -36,7 +40,7 @@ def test_stage_messages_carry_the_teacher_learning_rate_and_bad_ones_are_refused
     bad = compose_config(["experiment=smoke", f"run_dir={tmp_path / 'b'}", "held_out_centers=[]",
                           "training.stage_b.teacher_lr=-1"])
     with pytest.raises(ValueError, match="training.stage_b.teacher_lr"):
-        _Run(None, bad, log=lambda _m: None)
+        RunContext(None, bad, log=lambda _m: None)
 
 
 def _identify(message: Message) -> Message:
@@ -54,7 +58,7 @@ def test_a_run_without_a_held_out_list_stops_before_any_message(tmp_path) -> Non
     with pytest.raises(ValueError, match="must be a list"):
         run_federation(grid, not_a_list, log=lambda _m: None)
     none_held_out = compose_config(["experiment=smoke", f"run_dir={tmp_path}", "held_out_centers=[]"])
-    assert _Run(grid, none_held_out, log=lambda _m: None).held_out == []
+    assert RunContext(grid, none_held_out, log=lambda _m: None).held_out == []
 
 
 def test_discovery_stops_on_a_held_out_name_no_connected_site_has() -> None:
@@ -86,11 +90,11 @@ def test_final_evaluation_leaves_out_a_malformed_reply_and_pools_the_others(tmp_
 
     cfg = compose_config(["experiment=smoke", f"run_dir={tmp_path}", "held_out_centers=[teaching]", "histogram_bins=16"])
     logs: list[str] = []
-    run = _Run(FakeGrid(list(CENTERS), evaluate), cfg, log=logs.append)
+    run = RunContext(FakeGrid(list(CENTERS), evaluate), cfg, log=logs.append)
     run.store.start(cfg, resume=False)
-    run.state = run.fresh_state()
+    run.state = fresh_state(run)
     run.sites = Sites(CENTERS, train=[1, 2], held_out=[3], info={})
-    final = run.final_evaluation()
+    final = final_evaluation(run)
     lines = {line["center"]: line for line in final["centers"]}
     assert lines["regional"]["error"] == "rejected: hist-neg has 17 bins, expected 16"
     assert any("rejected the final evaluation of regional" in line for line in logs)

@@ -1,0 +1,121 @@
+"""The end of a run: the selected model evaluated by every training site on its internal test
+split and by every held-out center on all its images (operating point from the pooled
+validation histograms of the selected round, sensitivity first), then exported as centralized
+runs export it (:func:`ecs_models.bundle.export_student`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, MessageType, RecordDict
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+from ecs_models.build import build_classifier
+from ecs_models.bundle import export_student
+from ecs_models.training.binned_metrics import binned_metrics, binned_threshold
+from ecs_models.training.metrics import CheckpointSelector
+from protocol.messages import (
+    ARRAYS_RECORD,
+    CONFIG_RECORD,
+    METRICS_RECORD,
+    NUM_EXAMPLES,
+    Evaluate,
+    EvaluateReply,
+    NormStateQuery,
+)
+from server.context import Arrays, RunContext, fmt, to_numpy, to_record
+from server.sites import send
+from strategies.validation import evaluate_problem
+from strategies.wrapper import center_metrics
+
+__all__ = ["final_evaluation", "export", "print_final"]
+
+
+def fedbn_norms(ctx: RunContext, arrays: Arrays) -> Arrays:
+    """FedBN: the sites' norm states, example-weighted, for held-out centers and export."""
+    assert ctx.sites is not None
+    query = RecordDict({CONFIG_RECORD: ConfigRecord(NormStateQuery(**ctx.run_fields()).to_record())})
+    replies = send(ctx.grid, ctx.sites.train, MessageType.QUERY, lambda _n: query, ctx.timeout)
+    valid = [r.content for r in replies if not r.has_error()]
+    if not valid:
+        raise RuntimeError("FedBN: no site returned its normalization state")
+    return {**arrays, **to_numpy(aggregate_arrayrecords(valid, NUM_EXAMPLES))}
+
+
+def _pool(pooled: dict | None, reply: EvaluateReply) -> dict:
+    """Add one reply's histograms and confusion matrix to a role's running sums."""
+    pooled = pooled or {"neg": 0, "pos": 0, "confusion": dict.fromkeys(reply.confusion(), 0)}
+    return {"neg": pooled["neg"] + np.asarray(reply.hist_neg, np.int64), "pos": pooled["pos"] + np.asarray(reply.hist_pos, np.int64),
+            "confusion": {k: pooled["confusion"][k] + v for k, v in reply.confusion().items()}}
+
+
+def final_evaluation(ctx: RunContext) -> dict:
+    """Evaluate the selected round's model everywhere; per-center lines and the pooled metrics
+    of the training sites' test splits and of the held-out centers (``final_evaluation.jsonl``)."""
+    sites = ctx.sites
+    assert sites is not None
+    state = ctx.state
+    best = state["best"] or {"arrays": state["model_arrays"], "val_histograms": None, "global_round": state["global_round"]}
+    hist = best["val_histograms"]
+    threshold = binned_threshold(np.asarray(hist["neg"]), np.asarray(hist["pos"])) if hist else 0.5
+    arrays = fedbn_norms(ctx, best["arrays"]) if ctx.spec.fedbn else best["arrays"]
+    record = to_record(arrays)
+
+    def content(node: int) -> RecordDict:
+        request = Evaluate(**ctx.run_fields(), split="test" if node in sites.train else "all", threshold=threshold)
+        return RecordDict({ARRAYS_RECORD: record, CONFIG_RECORD: ConfigRecord(request.to_record())})
+
+    replies = send(ctx.grid, sites.train + sites.held_out, MessageType.EVALUATE, content, ctx.timeout)
+    lines, pooled = [], {"train": None, "held_out": None}
+    for reply in sorted(replies, key=lambda r: sites.centers.get(r.metadata.src_node_id, "")):
+        node = reply.metadata.src_node_id
+        center, role = sites.centers[node], "train" if node in sites.train else "held_out"
+        if reply.has_error():
+            lines.append({"center": center, "role": role, "error": reply.error.reason})
+            continue
+        problem = evaluate_problem(reply.content, int(ctx.cfg.histogram_bins))
+        if problem is not None:
+            ctx.log(f"[ecs] rejected the final evaluation of {center}: {problem}")
+            lines.append({"center": center, "role": role, "error": f"rejected: {problem}"})
+            continue
+        m = EvaluateReply.from_record(reply.content[METRICS_RECORD])
+        lines.append({"center": center, "role": role, "split": "test" if role == "train" else "all", **center_metrics(m, threshold)})
+        pooled[role] = _pool(pooled[role], m)
+    summary = {role: binned_metrics(acc["neg"], acc["pos"], threshold, acc["confusion"])
+               for role, acc in pooled.items() if acc is not None}
+    ctx.store.write_jsonl("final_evaluation.jsonl", lines)
+    return {"threshold": threshold, "selected_round": best.get("global_round"), "centers": lines,
+            "internal_test": summary.get("train"), "held_out": summary.get("held_out"), "full_arrays": arrays,
+            "val": best.get("val")}
+
+
+def export(ctx: RunContext, arrays: Arrays, threshold: float, val: dict | None) -> dict:
+    """The selected student as ONNX + operating point (as ``ecs-train`` writes them)."""
+    classifier = build_classifier(ctx.models)
+    state = classifier.state_dict()
+    state.update({k: torch.as_tensor(v) for k, v in arrays.items()})
+    classifier.load_state_dict(state)
+    onnx_path, diff = export_student(
+        classifier.student, Path(str(ctx.cfg.run_dir)) / "model", name=ctx.models.student["name"],
+        size=int(ctx.cfg.training.img_size), threshold=threshold, target_sensitivity=CheckpointSelector().target_sensitivity,
+        val=val, chosen_on="pooled validation score histograms of the training sites (federated)")
+    return {"onnx": str(onnx_path), "onnx_max_abs_diff": diff}
+
+
+def print_final(ctx: RunContext, final: dict) -> None:
+    """The final evaluation as a table: one line per center, then the two pooled lines."""
+    log = ctx.log
+    log(f"[ecs] final evaluation (selected round {final['selected_round']}, threshold {final['threshold']:.4f}):")
+    log(f"[ecs]   {'center':<12} {'role':<9} {'n':>5} {'pos':>4}  {'AUC':>5}  {'sens':>5}  {'spec':>5}")
+    for line in final["centers"]:
+        if "error" in line:
+            log(f"[ecs]   {line['center']:<12} {line['role']:<9} error: {line['error']}")
+            continue
+        log(f"[ecs]   {line['center']:<12} {line['role']:<9} {line['n']:>5} {line['positives']:>4}  {fmt(line['auc'])}"
+            f"  {fmt(line['sensitivity'])}  {fmt(line['specificity'])}")
+    for role, label in (("internal_test", "pooled internal test"), ("held_out", "pooled held-out")):
+        m = final.get(role)
+        if m:
+            log(f"[ecs]   {label:<22} {m['n']:>5} {m['positives']:>4}  {fmt(m['auc'])}  {fmt(m['sensitivity'])}  {fmt(m['specificity'])}")
