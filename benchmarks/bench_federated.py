@@ -64,7 +64,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--dispatch", choices=("size", "name"), default="size",
                         help="the run's partition-id order, for the slot schedule: size = largest center first "
-                             "(client.task.cohort_centers), name = alphabetical (runs before 2026-11-27)")
+                             "(client.cohort.cohort_centers), name = alphabetical (runs before 2026-11-27)")
     return parser.parse_args()
 
 
@@ -109,12 +109,13 @@ def run_simulation(experiment: str, overrides: list[str], home: Path, run_dir: P
 
 def run_deployment(cfg, overrides: list[str], home: Path, run_dir: Path, timeout: float) -> dict:  # noqa: ANN001
     """The experiment on a loopback Deployment Runtime: SuperLink + one SuperNode per center."""
+    from client.cohort import center_roles, cohort_centers
     from simulations.federated.loopback import LoopbackFederation
     from simulations.federated.simulate import write_run_config
 
     cohort_dir = Path(str(cfg.cohort_dir)).resolve()
-    summary = json.loads((cohort_dir / "cohort.json").read_text())
-    centers = sorted(c["name"] for c in summary["centers"])
+    centers = sorted(cohort_centers(cohort_dir))
+    held_out = center_roles(cohort_dir)[1]
     cache = Path(str(cfg.paths.cache)).resolve()
     work = run_dir.parent / f"{run_dir.name}-federation"
     work.mkdir(parents=True, exist_ok=True)
@@ -133,7 +134,7 @@ def run_deployment(cfg, overrides: list[str], home: Path, run_dir: Path, timeout
         result["startup_s"] = time.perf_counter() - start
         print(f"  SuperLink (insecure, in-memory state, 127.0.0.1:{fed.port}) + {len(centers)} SuperNodes "
               f"(OMP_NUM_THREADS={threads}) online in {result['startup_s']:.1f} s", flush=True)
-        run_overrides = [*overrides, f"held_out_centers=[{','.join(summary['held_out_centers'])}]", f"expected_sites={len(centers)}"]
+        run_overrides = [*overrides, f"held_out_centers=[{','.join(held_out)}]", f"expected_sites={len(centers)}"]
         toml = write_run_config(work / "run_config.toml", {"experiment": str(cfg.experiment_name), "overrides": " ".join(run_overrides),
                                                             "run-dir": str(run_dir), "resume": False})
         command = [str(BIN / "flwr"), "run", str(REPO), fed.connection, "--run-config", str(toml), "--stream"]
@@ -182,12 +183,12 @@ def slot_schedule(seconds: list[float], slots: int) -> float:
 
 
 def dispatch_order(run_dir: Path, dispatch: str) -> list[str] | None:
-    """The run's partition-id order (``client.task.cohort_centers``) or, for ``name``, None (by name)."""
+    """The run's partition-id order (``client.cohort.cohort_centers``) or, for ``name``, None (by name)."""
     if dispatch == "name":
         return None
     from omegaconf import OmegaConf
 
-    from client.task import cohort_centers
+    from client.cohort import cohort_centers
 
     return cohort_centers(str(OmegaConf.load(run_dir / "config.yaml").cohort_dir))
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from client.cohort import center_roles
 from client.data.gan_images import load_center_mri, load_center_us, load_paired_renders
 from ecs_models.sg_cyclegan import SG_CYCLEGAN_CFGS, create_sg_cyclegan
 from ecs_models.training.gan import GanTrainConfig, GanTrainer, synthesize_us, train_gan
@@ -99,8 +100,7 @@ def _run(vanilla: bool, args: argparse.Namespace, data: dict, device: torch.devi
 def main() -> None:
     args = _parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    summary = json.loads((args.cohort / "cohort.json").read_text())
-    centers = args.centers or [c["name"] for c in summary["centers"] if c["role"] == "train"]
+    centers = args.centers or center_roles(args.cohort)[0]
     size = SG_CYCLEGAN_CFGS[args.preset].image_size
     start = time.perf_counter()
     data = _load(args.cohort, centers, size, args.cache_dir)

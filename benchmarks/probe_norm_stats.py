@@ -35,9 +35,9 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
+from client.cohort import cohort_centers  # noqa: E402
 from client.data.preprocess import PreprocessConfig  # noqa: E402
 from client.data.site_datasets import site_us_dataset  # noqa: E402
-from client.task import cohort_centers  # noqa: E402
 from ecs_models.build import build_classifier  # noqa: E402
 from ecs_models.training.data import TransformedImages, combine, make_loader  # noqa: E402
 from ecs_models.training.distill import predict_scores  # noqa: E402

@@ -35,7 +35,6 @@ Every random choice (init, data order, augmentation, replay buffer) is seeded fr
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
+from client.cohort import cohort_centers
 from client.data.labels import read_label_file
 from client.data.preprocess import PreprocessConfig
 from client.data.site_datasets import site_us_dataset
@@ -76,7 +76,6 @@ from strategies.fedprox import proximal_term
 __all__ = [
     "Site",
     "site_from_config",
-    "cohort_centers",
     "round_seed",
     "site_info",
     "train_gan_round",
@@ -104,18 +103,6 @@ class Site:
 
     def store(self, run_key: str) -> LocalStateStore:
         return LocalStateStore(self.state_root, run_key, self.center)
-
-
-def cohort_centers(cohort_dir: str | Path) -> list[str]:
-    """Center names of a generated cohort, held-out ones included: the partition-id order.
-
-    Largest first (number of ultrasound files, then name). Flower's Simulation Runtime queues
-    the messages of a round in partition-id order onto its CPU slots, so this is
-    longest-job-first scheduling: with 4 sites on 2 slots the biggest site no longer starts last
-    and waits for a small one (docs/benchmarks.md, round overhead).
-    """
-    summary = json.loads((Path(cohort_dir) / "cohort.json").read_text())
-    return [c["name"] for c in sorted(summary["centers"], key=lambda c: (-int(c["us_files"]), c["name"]))]
 
 
 def site_from_config(node_config: Mapping, run_config: Mapping) -> Site:

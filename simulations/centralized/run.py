@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from client.cohort import center_roles
 from client.data.preprocess import PreprocessConfig
 from client.data.site_datasets import site_us_dataset
 from ecs_models import create_model
@@ -120,9 +121,7 @@ def load_synthetic(path: Path):
 
 
 def _centers(cohort_dir: Path, cfg: DictConfig) -> tuple[list[str], list[str]]:
-    summary = json.loads((cohort_dir / "cohort.json").read_text())
-    training = [c["name"] for c in summary["centers"] if c["role"] == "train"]
-    held_out = list(summary["held_out_centers"])
+    training, held_out = center_roles(cohort_dir)
     if cfg.mode == "local":
         if cfg.center not in training:
             raise ValueError(f"mode=local needs center=<one of {training}>, got {cfg.center!r}")

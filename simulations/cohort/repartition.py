@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from client.cohort import read_cohort
 from client.data.labels import LabelFileError, LabelRow, read_label_file, write_label_file
 
 __all__ = ["SITE_PREFIX", "repartition_iid", "is_partition_of"]
@@ -71,12 +72,12 @@ def repartition_iid(source: str | Path, output: str | Path, *, seed: int, log: C
             centers use the same ultrasound file name.
     """
     source, output = Path(source).resolve(), Path(output)
-    summary_path = source / "cohort.json"
-    if not summary_path.is_file():
-        raise ValueError(f"{source}: no cohort.json (not a generated cohort)")
+    try:
+        summary = read_cohort(source)
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from None
     if output.exists() and any(output.iterdir()):
         raise ValueError(f"{output} is not empty; choose a new folder")
-    summary = json.loads(summary_path.read_text())
     if "partition" in summary:
         raise ValueError(f"{source} is itself a repartitioned copy; start from the generated cohort")
     training = [c["name"] for c in summary["centers"] if c["role"] == "train"]
@@ -149,10 +150,10 @@ def repartition_iid(source: str | Path, output: str | Path, *, seed: int, log: C
 
 def is_partition_of(cohort_dir: str | Path, fingerprint: str) -> bool:
     """True when ``cohort_dir`` holds a repartitioned copy of the cohort with ``fingerprint``."""
-    path = Path(cohort_dir) / "cohort.json"
-    if not path.is_file():
+    try:
+        partition = read_cohort(cohort_dir).get("partition") or {}
+    except (FileNotFoundError, ValueError):
         return False
-    partition = json.loads(path.read_text()).get("partition") or {}
     return partition.get("source_fingerprint") == fingerprint
 
 

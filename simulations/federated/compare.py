@@ -47,6 +47,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from client.cohort import center_roles
 from simulations.centralized.run import ensure_cohort
 from simulations.federated.compare_report import write_report
 from strategies.factory import STRATEGIES
@@ -283,9 +284,7 @@ def run_compare(cfg: DictConfig, cli_overrides: list[str], log: Log = print) -> 
     if base.gan_artifact:
         raise ValueError("experiment=compare: gan_artifact is not supported (the centralized arms train their own GAN)")
     cohort_dir = ensure_cohort(base, log).resolve()
-    summary = json.loads((cohort_dir / "cohort.json").read_text())
-    training = [c["name"] for c in summary["centers"] if c["role"] == "train"]
-    held_out = list(summary["held_out_centers"])
+    training, held_out = center_roles(cohort_dir)
     if base.held_out_centers is not None and sorted(base.held_out_centers) != sorted(held_out):
         raise ValueError(f"experiment=compare evaluates every arm on the cohort's held-out centers {held_out}; "
                          f"held_out_centers={list(base.held_out_centers)} is not supported")

@@ -2,7 +2,7 @@
 
 1. Generates the experiment's cohort (or reuses the identical one) with ``ecs-cohort``'s
    generator; one virtual SuperNode per center, held-out centers included (``partition-id`` ->
-   center, largest first, :func:`client.task.cohort_centers`).
+   center, largest first, :func:`client.cohort.cohort_centers`).
 2. Writes the Flower run config (``run_config.toml``: experiment, Hydra overrides, run dir,
    cohort, cache, simulated faults) and starts a private SuperLink + ``flwr run``
    (:class:`simulations.federated.runtime.LocalSimulation`); the ServerApp composes the same
@@ -24,7 +24,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from client.task import cohort_centers
+from client.cohort import center_roles, cohort_centers
 from simulations.centralized.run import ensure_cohort
 from simulations.federated.runtime import LocalSimulation, SimulationSettings
 from simulations.federated.summary import summary_table
@@ -67,8 +67,7 @@ def simulate(cfg: DictConfig, cli_overrides: list[str], log=_log, experiment: st
     run_dir.mkdir(parents=True, exist_ok=True)
     cohort_dir = ensure_cohort(cfg, log).resolve()
     centers = cohort_centers(cohort_dir)
-    summary = json.loads((cohort_dir / "cohort.json").read_text())
-    held_out = list(cfg.held_out_centers) if cfg.held_out_centers is not None else list(summary["held_out_centers"])
+    held_out = list(cfg.held_out_centers) if cfg.held_out_centers is not None else center_roles(cohort_dir)[1]
     fed = cfg.federation
     n_nodes = int(fed.num_supernodes or len(centers))
     overrides = [o for o in cli_overrides if o.split("=", 1)[0].lstrip("+~") not in _SET_BY_US and not o.startswith("experiment=")]

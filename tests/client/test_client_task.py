@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from client import task
+from client.cohort import cohort_centers
 from ecs_models.build import build_classifier
 from protocol.messages import ClassifierTrain, Evaluate, ModelSpec
 from server.context import model_spec
@@ -33,7 +34,7 @@ def _train(spec: ModelSpec, **extra: object) -> ClassifierTrain:
 
 
 def test_partition_ids_map_to_centers_largest_first_including_held_out(tiny_cohort: Path, tmp_path: Path) -> None:
-    names = task.cohort_centers(tiny_cohort)
+    names = cohort_centers(tiny_cohort)
     summary = json.loads((tiny_cohort / "cohort.json").read_text())
     files = {c["name"]: c["us_files"] for c in summary["centers"]}
     assert sorted(names) == sorted(files) and {"community", "teaching"} <= set(names)  # held-out ones are nodes too

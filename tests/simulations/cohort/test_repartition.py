@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from helpers import compose
 
+from client.cohort import cohort_centers
 from client.data.labels import read_label_file
-from client.task import cohort_centers
 from simulations.centralized.run import ensure_cohort
 from simulations.cohort.repartition import SITE_PREFIX, is_partition_of, main, repartition_iid
 
