@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedAvgM, Result, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
@@ -50,6 +50,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from ecs_models.training.binned_metrics import DEFAULT_BINS, binned_metrics
 from protocol.messages import CONFUSION_KEYS, Evaluate, EvaluateReply, TrainRequest, wire
+from strategies.grids import NodeSubsetGrid, TrainGuardGrid, TrainMessageRefused
 from strategies.validation import Rejection, evaluate_problem, validate_train_replies
 
 __all__ = ["RoundReport", "SiteAwareStrategy", "TooManyFailedRounds", "TrainMessageRefused", "center_metrics"]
@@ -59,10 +60,6 @@ logger = logging.getLogger(__name__)
 
 class TooManyFailedRounds(RuntimeError):
     """More consecutive rounds without ``min_train_replies`` valid replies than allowed."""
-
-
-class TrainMessageRefused(RuntimeError):
-    """A train message addressed to a node that may not train in the phase (e.g. held out)."""
 
 
 @dataclass
@@ -101,79 +98,6 @@ def center_metrics(reply: EvaluateReply | MetricRecord | dict, threshold: float)
     if not isinstance(reply, EvaluateReply):
         reply = EvaluateReply.from_record(reply)
     return binned_metrics(np.asarray(reply.hist_neg), np.asarray(reply.hist_pos), threshold, reply.confusion())
-
-
-class _GridView(Grid):
-    """A Grid that forwards everything to ``grid``; subclasses change one behaviour."""
-
-    def __init__(self, grid: Grid) -> None:
-        self._grid = grid
-
-    def set_run(self, run) -> None:  # noqa: ANN001
-        self._grid.set_run(run)
-
-    @property
-    def run(self):  # noqa: ANN201
-        return self._grid.run
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # noqa: ANN001,ANN201
-        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self._grid.get_node_ids()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._grid.pull_messages(message_ids)
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return self._grid.send_and_receive(messages, timeout=timeout)
-
-
-class _NodeSubsetGrid(_GridView):
-    """A Grid whose ``get_node_ids`` lists only ``allowed`` (and connected) nodes."""
-
-    def __init__(self, grid: Grid, allowed: Iterable[int]) -> None:
-        super().__init__(grid)
-        self._allowed = set(allowed)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return sorted(n for n in self._grid.get_node_ids() if n in self._allowed)
-
-
-class _TrainGuardGrid(_GridView):
-    """A Grid that sends train messages only to ``allowed`` nodes and reports who got them.
-
-    The last line of defence for held-out centers: whatever built the messages, a train message
-    to another node raises :class:`TrainMessageRefused` before anything of the batch is sent.
-    ``on_train(node ids)`` is called with the destinations of every batch of train messages.
-    """
-
-    def __init__(self, grid: Grid, allowed: Iterable[int], on_train: Callable[[list[int]], None],
-                 describe: Callable[[int], str]) -> None:
-        super().__init__(grid)
-        self._allowed = set(allowed)
-        self._on_train = on_train
-        self._describe = describe
-
-    def _checked(self, messages: Iterable[Message]) -> list[Message]:
-        messages = list(messages)
-        destinations = [m.metadata.dst_node_id for m in messages if m.metadata.message_type == MessageType.TRAIN]
-        refused = sorted(self._describe(n) for n in destinations if n not in self._allowed)
-        if refused:
-            raise TrainMessageRefused(f"a train message was addressed to {refused}, which may not train in this phase "
-                                      "(held out, or not a training site of it); nothing was sent")
-        if destinations:
-            self._on_train(destinations)
-        return messages
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._grid.push_messages(self._checked(messages))
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return self._grid.send_and_receive(self._checked(messages), timeout=timeout)
 
 
 class SiteAwareStrategy(Strategy):
@@ -258,7 +182,7 @@ class SiteAwareStrategy(Strategy):
     # -- Strategy API ----------------------------------------------------------------------
     def start(self, grid: Grid, *args, **kwargs) -> Result:  # noqa: ANN002,ANN003
         """Flower's ``Strategy.start`` over a Grid that only lets train messages reach ``train_nodes``."""
-        guarded = _TrainGuardGrid(grid, self.train_nodes, self._record_train_centers, self._center)
+        guarded = TrainGuardGrid(grid, self.train_nodes, self._record_train_centers, self._center)
         return super().start(guarded, *args, **kwargs)
 
     def summary(self) -> None:
@@ -274,7 +198,7 @@ class SiteAwareStrategy(Strategy):
             config[key] = value
         self._sent = {k: v.numpy() for k, v in arrays.items()}
         report.sent_bytes = arrays.count_bytes()
-        messages = list(self.inner.configure_train(report.round, arrays, config, _NodeSubsetGrid(grid, self.train_nodes)))
+        messages = list(self.inner.configure_train(report.round, arrays, config, NodeSubsetGrid(grid, self.train_nodes)))
         report.sampled = sorted(self._center(m.metadata.dst_node_id) for m in messages)
         return messages
 
@@ -341,7 +265,7 @@ class SiteAwareStrategy(Strategy):
         for key, value in wire(Evaluate, phase="evaluate", split="val", threshold=self.threshold,
                                global_round=report.global_round).items():
             config[key] = value
-        return self.inner.configure_evaluate(report.round, arrays, config, _NodeSubsetGrid(grid, self.eval_nodes))
+        return self.inner.configure_evaluate(report.round, arrays, config, NodeSubsetGrid(grid, self.eval_nodes))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         report = self._report or self._new_report(server_round)
