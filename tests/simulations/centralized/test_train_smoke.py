@@ -20,9 +20,9 @@ from simulations.centralized.run import finished_run, run_training
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("train_smoke")
     exe = Path(sys.executable).parent / "ecs-train"
-    done = subprocess.run([exe, "experiment=smoke", f"paths.root={root}"], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([exe, "experiment=train_smoke", f"paths.root={root}"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    runs = list((root / "runs" / "train" / "smoke").iterdir())
+    runs = list((root / "runs" / "train" / "train_smoke").iterdir())
     assert len(runs) == 1
     return runs[0]
 
@@ -50,7 +50,7 @@ def test_exported_student_matches_the_operating_point_file(smoke_run: Path) -> N
 
 
 def test_same_seed_gives_the_same_run(tmp_path: Path) -> None:
-    overrides = ["experiment=smoke", f"paths.root={tmp_path}", "gan.steps=1", "training.stage_b.epochs=0",
+    overrides = ["experiment=train_smoke", f"paths.root={tmp_path}", "gan.steps=1", "training.stage_b.epochs=0",
                  "training.max_steps_per_epoch=1"]
     cfg = compose("train", overrides)
     a = run_training(cfg, tmp_path / "a", log=lambda _m: None)
