@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import Subset
 
 from client.cohort import cohort_centers
 from client.data.labels import read_label_file
@@ -51,6 +50,7 @@ from ecs_models.build import build_classifier, build_gan, generator_keys, state_
 from ecs_models.training.binned_metrics import confusion_at, score_histograms
 from ecs_models.training.data import (
     TransformedImages,
+    cap_synthetic,
     combine,
     dataset_labels,
     make_loader,
@@ -193,7 +193,7 @@ def site_info(site: Site) -> SiteInfo:
 # -- phases ----------------------------------------------------------------------------------
 def train_gan_round(site: Site, global_state: State, request: GanTrain) -> tuple[State, TrainReply]:
     """One round of SG-CycleGAN training; returns (new arrays, the reply's metrics)."""
-    from ecs_models.training.gan import GanTrainConfig, GanTrainer, train_gan
+    from ecs_models.training.gan import gan_trainer, train_gan
 
     seed = round_seed(request.seed, site.center, "gan", request.global_round)
     generator = seed_everything(seed)
@@ -204,10 +204,8 @@ def train_gan_round(site: Site, global_state: State, request: GanTrain) -> tuple
         raise ValueError(f"{site.center}: GAN training needs training MRI and US (has {len(mri)} MRI, {len(us)} US)")
     model = build_gan(spec)
     _load(model, global_state)
-    total = max(1, request.total_steps)
-    trainer = GanTrainer(model, GanTrainConfig(total_steps=total, decay_start_step=total // 2, lr=request.lr, seed=seed % 2**31),
-                         device=resolve_device(request.device))
-    _position_schedule(trainer, (request.phase_round - 1) * steps)
+    trainer = gan_trainer(model, total_steps=request.total_steps, lr=request.lr, seed=seed % 2**31,
+                          device=resolve_device(request.device), start_step=(request.phase_round - 1) * steps)
     mri_loader = make_loader(mri.images, batch, shuffle=True, generator=generator)
     us_loader = make_loader(us.images, batch, shuffle=True, generator=generator)
     started = time.perf_counter()
@@ -216,16 +214,6 @@ def train_gan_round(site: Site, global_state: State, request: GanTrain) -> tuple
     reply = TrainReply(num_examples=float(len(mri) + len(us)), train_seconds=time.perf_counter() - started,
                        losses={k: float(v) for k, v in losses.items()})
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, reply
-
-
-def _position_schedule(trainer, step: int) -> None:
-    """Put a fresh GanTrainer at global ``step``: step counter, LR factor, scheduler position."""
-    trainer.step = step
-    for optimizer, scheduler in ((trainer.opt_g, trainer.sched_g), (trainer.opt_d, trainer.sched_d)):
-        factor = scheduler.lr_lambdas[0](step)
-        for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
-            group["lr"] = base * factor
-        scheduler.last_epoch = step
 
 
 def synthesize(site: Site, generator_state: State, request: Synthesize) -> SynthesizeReply:
@@ -275,10 +263,8 @@ def train_classifier_round(site: Site, global_state: State, request: ClassifierT
     sha = request.generator_sha256
     if phase == "stage_a" and sha and store.exists(f"synthetic-{sha[:16]}"):
         saved = store.load(f"synthetic-{sha[:16]}")
-        synthetic = synthetic_dataset(saved["images"], saved["labels"].tolist())
-        limit = int(round(request.synthetic_per_real * len(real)))
-        if len(synthetic) > limit:
-            synthetic = Subset(synthetic, torch.randperm(len(synthetic), generator=generator)[:limit].tolist())
+        synthetic = cap_synthetic(synthetic_dataset(saved["images"], saved["labels"].tolist()), len(real),
+                                  request.synthetic_per_real, generator)
         n_synthetic = len(synthetic)
         data = combine([real, synthetic])
     if len(data) == 0:

@@ -28,7 +28,7 @@ from protocol.messages import (
 from server.context import Arrays, RunContext, fmt, to_numpy, to_record
 from server.sites import send
 from strategies.validation import evaluate_problem
-from strategies.wrapper import center_metrics
+from strategies.wrapper import center_metrics, pool_evaluations
 
 __all__ = ["final_evaluation", "export", "print_final"]
 
@@ -42,13 +42,6 @@ def fedbn_norms(ctx: RunContext, arrays: Arrays) -> Arrays:
     if not valid:
         raise RuntimeError("FedBN: no site returned its normalization state")
     return {**arrays, **to_numpy(aggregate_arrayrecords(valid, NUM_EXAMPLES))}
-
-
-def _pool(pooled: dict | None, reply: EvaluateReply) -> dict:
-    """Add one reply's histograms and confusion matrix to a role's running sums."""
-    pooled = pooled or {"neg": 0, "pos": 0, "confusion": dict.fromkeys(reply.confusion(), 0)}
-    return {"neg": pooled["neg"] + np.asarray(reply.hist_neg, np.int64), "pos": pooled["pos"] + np.asarray(reply.hist_pos, np.int64),
-            "confusion": {k: pooled["confusion"][k] + v for k, v in reply.confusion().items()}}
 
 
 def final_evaluation(ctx: RunContext) -> dict:
@@ -68,7 +61,7 @@ def final_evaluation(ctx: RunContext) -> dict:
         return RecordDict({ARRAYS_RECORD: record, CONFIG_RECORD: ConfigRecord(request.to_record())})
 
     replies = send(ctx.grid, sites.train + sites.held_out, MessageType.EVALUATE, content, ctx.timeout)
-    lines, pooled = [], {"train": None, "held_out": None}
+    lines, accepted = [], {"train": [], "held_out": []}
     for reply in sorted(replies, key=lambda r: sites.centers.get(r.metadata.src_node_id, "")):
         node = reply.metadata.src_node_id
         center, role = sites.centers[node], "train" if node in sites.train else "held_out"
@@ -82,9 +75,12 @@ def final_evaluation(ctx: RunContext) -> dict:
             continue
         m = EvaluateReply.from_record(reply.content[METRICS_RECORD])
         lines.append({"center": center, "role": role, "split": "test" if role == "train" else "all", **center_metrics(m, threshold)})
-        pooled[role] = _pool(pooled[role], m)
-    summary = {role: binned_metrics(acc["neg"], acc["pos"], threshold, acc["confusion"])
-               for role, acc in pooled.items() if acc is not None}
+        accepted[role].append(m)
+    summary = {}
+    for role, replies in accepted.items():
+        if replies:
+            neg, pos, confusion = pool_evaluations(replies)
+            summary[role] = binned_metrics(neg, pos, threshold, confusion)
     ctx.store.write_jsonl("final_evaluation.jsonl", lines)
     return {"threshold": threshold, "selected_round": best.get("global_round"), "centers": lines,
             "internal_test": summary.get("train"), "held_out": summary.get("held_out"), "full_arrays": arrays,

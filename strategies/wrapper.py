@@ -53,7 +53,7 @@ from protocol.messages import CONFUSION_KEYS, Evaluate, EvaluateReply, TrainRequ
 from strategies.grids import NodeSubsetGrid, TrainGuardGrid, TrainMessageRefused
 from strategies.validation import Rejection, evaluate_problem, validate_train_replies
 
-__all__ = ["RoundReport", "SiteAwareStrategy", "TooManyFailedRounds", "TrainMessageRefused", "center_metrics"]
+__all__ = ["RoundReport", "SiteAwareStrategy", "TooManyFailedRounds", "TrainMessageRefused", "center_metrics", "pool_evaluations"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,15 @@ class RoundReport:
     def to_json(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k not in ("val_histograms", "started")}
         return out
+
+
+def pool_evaluations(replies: Iterable[EvaluateReply]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Summed per-class score histograms (int64 [bins] each) and confusion matrix of evaluation replies."""
+    replies = list(replies)
+    neg = np.sum([np.asarray(r.hist_neg, np.int64) for r in replies], axis=0)
+    pos = np.sum([np.asarray(r.hist_pos, np.int64) for r in replies], axis=0)
+    confusion = {key: sum(r.confusion()[key] for r in replies) for key in CONFUSION_KEYS}
+    return neg, pos, confusion
 
 
 def center_metrics(reply: EvaluateReply | MetricRecord | dict, threshold: float) -> dict[str, float]:
@@ -277,8 +286,7 @@ class SiteAwareStrategy(Strategy):
                 report.evaluate_seconds = time.perf_counter() - started
 
     def _aggregate_evaluate(self, report: RoundReport, replies: Iterable[Message]) -> MetricRecord | None:
-        neg = pos = None
-        confusion = dict.fromkeys(CONFUSION_KEYS, 0)
+        accepted = []
         for msg in sorted(replies, key=lambda m: self._center(m.metadata.src_node_id)):
             center = self._center(msg.metadata.src_node_id)
             if msg.has_error():
@@ -291,12 +299,10 @@ class SiteAwareStrategy(Strategy):
                 continue
             reply = EvaluateReply.from_record(next(iter(msg.content.metric_records.values())))
             report.val[center] = center_metrics(reply, self.threshold)
-            h_neg, h_pos = np.asarray(reply.hist_neg, np.int64), np.asarray(reply.hist_pos, np.int64)
-            neg = h_neg if neg is None else neg + h_neg
-            pos = h_pos if pos is None else pos + h_pos
-            confusion = {key: confusion[key] + count for key, count in reply.confusion().items()}
-        if neg is None:
+            accepted.append(reply)
+        if not accepted:
             return None
+        neg, pos, confusion = pool_evaluations(accepted)
         report.val_pooled = binned_metrics(neg, pos, self.threshold, confusion)
         report.val_histograms = {"neg": neg.tolist(), "pos": pos.tolist()}
         return MetricRecord({k: float(v) for k, v in report.val_pooled.items() if v == v})  # NaN left out

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
 from torchvision.transforms import v2
 
-__all__ = ["TransformedImages", "make_loader", "synthetic_dataset", "combine", "dataset_labels"]
+__all__ = ["TransformedImages", "make_loader", "synthetic_dataset", "cap_synthetic", "combine", "dataset_labels"]
 
 
 class TransformedImages(Dataset[tuple[torch.Tensor, int]]):
@@ -51,6 +51,15 @@ def synthetic_dataset(images: torch.Tensor, labels: Sequence[int]) -> TensorData
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} synthetic images but {len(labels)} labels")
     return TensorDataset(((images.float() + 1.0) / 2.0).clamp(0, 1), torch.as_tensor(list(labels), dtype=torch.int64))
+
+
+def cap_synthetic(synthetic: Dataset | None, n_real: int, ratio: float, generator: torch.Generator) -> Dataset | None:
+    """At most ``ratio`` synthetic images per real one (a random subset drawn with ``generator``)."""
+    limit = int(round(ratio * n_real))
+    if synthetic is None or len(synthetic) <= limit:  # type: ignore[arg-type]
+        return synthetic
+    keep = torch.randperm(len(synthetic), generator=generator)[:limit]  # type: ignore[arg-type]
+    return Subset(synthetic, keep.tolist())
 
 
 def combine(datasets: Sequence[Dataset]) -> Dataset:

@@ -36,6 +36,7 @@ __all__ = [
     "GanTrainer",
     "ReplayBuffer",
     "discriminator_loss",
+    "gan_trainer",
     "generator_loss_terms",
     "synthesize_us",
     "total_generator_loss",
@@ -280,6 +281,28 @@ class GanTrainer:
         self.buffer_us.load_state_dict(state["buffer_us"], self.device)  # type: ignore[arg-type]
         self.buffer_mri.load_state_dict(state["buffer_mri"], self.device)  # type: ignore[arg-type]
         self.step = int(state["step"])  # type: ignore[arg-type]
+
+
+def _position_schedule(trainer: GanTrainer, step: int) -> None:
+    """Put a fresh GanTrainer at global ``step``: step counter, LR factor, scheduler position."""
+    trainer.step = step
+    for optimizer, scheduler in ((trainer.opt_g, trainer.sched_g), (trainer.opt_d, trainer.sched_d)):
+        factor = scheduler.lr_lambdas[0](step)
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+            group["lr"] = base * factor
+        scheduler.last_epoch = step
+
+
+def gan_trainer(model: SGCycleGAN, *, total_steps: int, lr: float, seed: int, device: torch.device | str | None = None,
+                start_step: int = 0) -> GanTrainer:
+    """A trainer for a schedule of ``total_steps`` (constant learning rate ``lr``, linear decay to 0
+    over the second half, DANN schedule over the whole), positioned at ``start_step`` (a federated
+    round continues the schedule where the previous round left it; 0: a centralized run)."""
+    total = max(1, int(total_steps))
+    trainer = GanTrainer(model, GanTrainConfig(total_steps=total, decay_start_step=total // 2, lr=lr, seed=seed), device=device)
+    if start_step:
+        _position_schedule(trainer, start_step)
+    return trainer
 
 
 def _images(batch: object) -> torch.Tensor:

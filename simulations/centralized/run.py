@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
 from client.cohort import center_roles
 from client.data.preprocess import PreprocessConfig
@@ -32,6 +31,7 @@ from ecs_models.bundle import export_student
 from ecs_models.complexity import complexity_report
 from ecs_models.training.data import (
     TransformedImages,
+    cap_synthetic,
     combine,
     dataset_labels,
     make_loader,
@@ -134,7 +134,7 @@ def _centers(cohort_dir: Path, cfg: DictConfig) -> tuple[list[str], list[str]]:
 def _synthesize(cfg: DictConfig, cohort_dir: Path, centers: list[str], device: torch.device, log: Log) -> tuple[object, dict]:
     """Train the GAN on the centers' training MRI + US; return (synthetic dataset, GAN metrics)."""
     from client.data.gan_images import load_center_mri, load_center_us
-    from ecs_models.training.gan import GanTrainConfig, GanTrainer, synthesize_us, train_gan
+    from ecs_models.training.gan import gan_trainer, synthesize_us, train_gan
 
     size, cache = int(cfg.gan.image_size), cfg.paths.cache
     mri = [load_center_mri(cohort_dir / c, image_size=size, cache_dir=cache) for c in centers]
@@ -147,25 +147,16 @@ def _synthesize(cfg: DictConfig, cohort_dir: Path, centers: list[str], device: t
         return None, {"synthetic_images": 0}
     model = create_model(cfg.gan.name, preset=cfg.gan.preset, image_size=size).to(device)
     steps = int(cfg.gan.steps)
-    trainer = GanTrainer(model, GanTrainConfig(total_steps=steps, decay_start_step=steps // 2, lr=float(cfg.gan.lr), seed=int(cfg.seed)), device=device)
+    trainer = gan_trainer(model, total_steps=steps, lr=float(cfg.gan.lr), seed=int(cfg.seed), device=device)
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    mri_loader = DataLoader(mri_images, batch_size=int(cfg.gan.batch_size), shuffle=True, generator=gen, drop_last=len(mri_images) > cfg.gan.batch_size)
-    us_loader = DataLoader(us_images, batch_size=int(cfg.gan.batch_size), shuffle=True, generator=gen, drop_last=len(us_images) > cfg.gan.batch_size)
+    mri_loader = make_loader(mri_images, int(cfg.gan.batch_size), shuffle=True, generator=gen)
+    us_loader = make_loader(us_images, int(cfg.gan.batch_size), shuffle=True, generator=gen)
     log(f"  SG-CycleGAN: {len(mri_images)} MRI, {len(us_images)} US images, {steps} steps")
     metrics = train_gan(trainer, mri_loader, us_loader, steps=steps, device=device, log=log, log_every=max(1, steps // 4))
     synthetic = synthesize_us(model, mri_images.to(device), batch_size=32).cpu()
     metrics["synthetic_images"] = len(synthetic)
     metrics["synthetic_positives"] = int(mri_labels.sum())
     return synthetic_dataset(synthetic, mri_labels.tolist()), metrics
-
-
-def _cap_synthetic(synthetic, n_real: int, ratio: float, generator: torch.Generator):
-    """At most ``ratio`` synthetic images per real one (random subset)."""
-    limit = int(round(ratio * n_real))
-    if synthetic is None or len(synthetic) <= limit:
-        return synthetic
-    keep = torch.randperm(len(synthetic), generator=generator)[:limit]
-    return torch.utils.data.Subset(synthetic, keep.tolist())
 
 
 def _evaluate(model: torch.nn.Module, datasets: dict[str, object], size: int, batch: int, threshold: float, device: torch.device) -> dict:
@@ -226,7 +217,7 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
             synthetic, gan_metrics = _synthesize(cfg, cohort_dir, train_centers, device, log)
             if synthetic_cache is not None:
                 synthetic_cache[key] = (synthetic, gan_metrics)
-        synthetic = _cap_synthetic(synthetic, len(real_train), float(tr.synthetic_per_real), generator)
+        synthetic = cap_synthetic(synthetic, len(real_train), float(tr.synthetic_per_real), generator)
         save_synthetic(run_dir / SYNTHETIC_FILE, synthetic)
 
     name, kwargs = _student_kwargs(cfg)
