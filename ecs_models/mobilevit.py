@@ -47,6 +47,7 @@ from ecs_models.sparse_attention import (
     MlpFeedForward,
     TokenAttention,
     fold_tokens,
+    key_rows,
     num_topk_keys,
     select_topk_keys,
     unfold_tokens,
@@ -187,10 +188,17 @@ class TransformerLayer(nn.Module):
             self.ffn = ConvFeedForward(dim, cfg.patch_size)
 
     def forward(
-        self, x: torch.Tensor, grid: tuple[int, int], index: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        grid: tuple[int, int],
+        index: torch.Tensor | None,
+        rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x [B, P, N, d] -> (x [B, P, N, d], pre-softmax scores [B, P, h, N, N] or None)."""
-        attn_out, scores = self.attn(self.norm1(x), index)
+        """x [B, P, N, d] -> (x [B, P, N, d], pre-softmax scores [B, P, h, N, N] or None).
+
+        ``index`` [B, P, N, h, k]: the block's key selection; ``rows`` its ``key_rows``.
+        """
+        attn_out, scores = self.attn(self.norm1(x), index, rows)
         x = x + attn_out
         x = x + self.ffn(self.norm2(x), grid)
         return x, scores
@@ -231,19 +239,20 @@ class MobileViTBlock(nn.Module):
             x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
         grid = (new_h // ph, new_w // ph)
 
-        index = block_map = None
+        index = rows = block_map = None
         if self.generator is not None:
             products = self.generator(x)  # [B, P, h, N, N], X X^T
             # SELU is strictly increasing and so is the paper's ranking score in g_hat: rank
             # by X X^T directly (see sparse_attention.ranking_score).
             index = select_topk_keys(products, num_topk_keys(products.shape[-1], self.topk_ratio))
             index = index.transpose(2, 3)  # [B, P, N, h, k], shared by all layers of the block
+            rows = key_rows(index, products.shape[-1])  # their gather rows, for k and v alike
             if with_map:
                 block_map = F.selu(products)  # g_hat
 
         tokens = unfold_tokens(x, ph)  # [B, P, N, d]
         for i, layer in enumerate(self.layers):
-            tokens, scores = layer(tokens, grid, index)
+            tokens, scores = layer(tokens, grid, index, rows)
             if i == 0 and block_map is None:
                 block_map = scores
         tokens = self.norm(tokens)

@@ -12,9 +12,14 @@ Layout conventions (the batch axis is never folded, so Opacus per-sample gradien
 A convolution over each of the P token grids equals a convolution with dilation = patch size on
 the un-patchified map, which is how every "conv over the token grid" here is written.
 
-Cost note (measured, CPU, 1 thread): exact per-query top-k over the [N, N] generator map is the
-dominant cost of LSNet inference (about 40 % in torch and in onnxruntime at 320x320, where the
-stride-8 block has N = 400 and 4 x 4 x 400 rows to select from); the products themselves are cheap.
+Cost note (measured, CPU, 1 thread; docs/benchmarks.md): exact per-query top-k over the [N, N]
+generator map is the dominant cost of LSNet inference (about 40 % in torch and in onnxruntime at
+320x320, where the stride-8 block has N = 400 and 4 x 4 x 400 rows to select from), then the
+gathered products (memory-bound: 2 x N k dh gathered floats per layer). The gather rows are
+computed once per block (``key_rows``) and shared by its layers and by k and v; with k = 1
+(softmax over one key = 1) inference skips q, k and the products and gathers v. What was tried
+and measured beyond that (key orderings for the top-k, dense masked attention) is in
+docs/benchmarks.md.
 
 The attention products are plain ``matmul`` (no fused scaled_dot_product_attention)
 so that both torch's FlopCounterMode and fvcore count them.
@@ -32,6 +37,7 @@ __all__ = [
     "num_topk_keys",
     "ranking_score",
     "select_topk_keys",
+    "key_rows",
     "gather_keys",
     "dense_attention",
     "sparse_attention",
@@ -44,22 +50,57 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- layout helpers
+_TOKEN_ORDER: dict[tuple[int, int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _token_order(
+    h: int, w: int, patch_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(map row of each token in [P * N] order, token of each map row) for an [H, W] map.
+
+    Rows of the channels-last map are r = y * W + x; token (p, n) with p = (ph, pw), n = (nh, nw)
+    sits at y = nh * patch_size + ph, x = nw * patch_size + pw. Cached in eager mode; built afresh
+    while tracing or compiling, so that exporters see plain constants.
+    """
+    key = (h, w, patch_size, str(device))
+    building = torch.jit.is_tracing() or torch.compiler.is_compiling()
+    if building or key not in _TOKEN_ORDER:
+        with torch.inference_mode(False):  # usable inside and outside inference mode
+            nh, nw = h // patch_size, w // patch_size
+            rows = torch.arange(h * w, device=device).view(nh, patch_size, nw, patch_size)
+            order = rows.permute(1, 3, 0, 2).reshape(-1)  # [P * N]
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(h * w, device=device)
+        if building:
+            return order, inverse
+        _TOKEN_ORDER[key] = (order, inverse)
+    return _TOKEN_ORDER[key]
+
+
 def unfold_tokens(x: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Feature map [B, d, H, W] -> tokens [B, P, N, d] (H, W divisible by ``patch_size``)."""
+    """Feature map [B, d, H, W] -> tokens [B, P, N, d] (H, W divisible by ``patch_size``).
+
+    A transpose to channels-last, then a gather of the map's rows in token order, rather than
+    one 6-D permutation: onnxruntime runs the 6-D Transpose about 10x slower (measured ~1 ms
+    against 0.13 + 0.08 ms for [1, 40, 40, 40], 1 thread; it merges any pair of Transposes back
+    into the 6-D one). Same values.
+    """
     b, d, h, w = x.shape
-    nh, nw = h // patch_size, w // patch_size
-    x = x.reshape(b, d, nh, patch_size, nw, patch_size)  # [B, d, nh, ph, nw, pw]
-    x = x.permute(0, 3, 5, 2, 4, 1)  # [B, ph, pw, nh, nw, d]
-    return x.reshape(b, patch_size * patch_size, nh * nw, d)  # [B, P, N, d]
+    order, _ = _token_order(h, w, patch_size, x.device)
+    x = x.permute(0, 2, 3, 1).reshape(b, h * w, d).index_select(1, order)
+    return x.reshape(b, patch_size * patch_size, (h // patch_size) * (w // patch_size), d)
 
 
 def fold_tokens(x: torch.Tensor, patch_size: int, grid: tuple[int, int]) -> torch.Tensor:
-    """Tokens [B, P, N, d] -> feature map [B, d, H, W]; ``grid`` = (nh, nw) token grid size."""
-    b, _, _, d = x.shape
-    nh, nw = grid
-    x = x.reshape(b, patch_size, patch_size, nh, nw, d)  # [B, ph, pw, nh, nw, d]
-    x = x.permute(0, 5, 3, 1, 4, 2)  # [B, d, nh, ph, nw, pw]
-    return x.reshape(b, d, nh * patch_size, nw * patch_size)  # [B, d, H, W]
+    """Tokens [B, P, N, d] -> feature map [B, d, H, W]; ``grid`` = (nh, nw) token grid size.
+
+    The inverse of ``unfold_tokens`` (a gather back to map rows, then a transpose to NCHW).
+    """
+    b, p, n, d = x.shape
+    h, w = grid[0] * patch_size, grid[1] * patch_size
+    _, inverse = _token_order(h, w, patch_size, x.device)
+    x = x.reshape(b, p * n, d).index_select(1, inverse).reshape(b, h, w, d)
+    return x.permute(0, 3, 1, 2).contiguous()  # [B, d, H, W]
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -97,23 +138,37 @@ def select_topk_keys(scores: torch.Tensor, k: int) -> torch.Tensor:
     return scores.detach().topk(k, dim=-1, largest=True, sorted=False).indices
 
 
-def gather_keys(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def key_rows(index: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """Flat rows of the selected keys in a token-major [B, P, N, h, c] tensor viewed [B*P*N*h, c].
+
+    index [B, P, N_q, h, k] (key positions per query and head) -> [B, P, N_q, h, k] (int64).
+    The rows depend only on the selection, so a block computes them once for all its layers and
+    for both k and v.
+    """
+    b, p, _, h, _ = index.shape
+    bp_offset = torch.arange(b * p, device=index.device, dtype=index.dtype).view(b, p, 1, 1, 1) * (
+        num_tokens * h
+    )
+    head = torch.arange(h, device=index.device, dtype=index.dtype).view(1, 1, 1, h, 1)
+    return bp_offset + index * h + head  # row of (b, p, key, head)
+
+
+def gather_keys(
+    x: torch.Tensor, index: torch.Tensor | None, rows: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-query, per-head key gather without any [N, N] expansion.
 
     x [B, P, N, h, c] (token-major, as a linear layer's output viewed per head);
-    index [B, P, N_q, h, k] (key positions per query and head) -> [B, P, N_q, h, k, c].
+    index [B, P, N_q, h, k] (key positions per query and head), or ``rows`` = ``key_rows(index, N)``
+    when already computed -> [B, P, N_q, h, k, c].
     One flat ``index_select`` over the rows of x (ONNX ``Gather`` on axis 0), no transposes.
     """
     b, p, n, h, c = x.shape
-    nq, k = index.shape[2], index.shape[4]
-    # flat row of (b, p, key, head) in x viewed as [B*P*N*h, c]
-    bp_offset = torch.arange(b * p, device=x.device, dtype=index.dtype).view(b, p, 1, 1, 1) * (
-        n * h
-    )
-    head = torch.arange(h, device=x.device, dtype=index.dtype).view(1, 1, 1, h, 1)
-    flat_index = bp_offset + index * h + head  # [B, P, N_q, h, k]
-    rows = x.reshape(b * p * n * h, c).index_select(0, flat_index.reshape(-1))
-    return rows.reshape(b, p, nq, h, k, c)
+    if rows is None:
+        rows = key_rows(index, n)
+    nq, k = rows.shape[2], rows.shape[4]
+    selected = x.reshape(b * p * n * h, c).index_select(0, rows.reshape(-1))
+    return selected.reshape(b, p, nq, h, k, c)
 
 
 def dense_attention(
@@ -129,18 +184,26 @@ def dense_attention(
 
 
 def sparse_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    index: torch.Tensor | None,
+    scale: float,
+    rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention of each query over its own k selected keys only (gather, no [N, N] matrix).
 
-    Token-major layout: q, k, v [B, P, N, h, dh]; index [B, P, N, h, k] (key positions).
+    Token-major layout: q, k, v [B, P, N, h, dh]; index [B, P, N, h, k] (key positions), or
+    ``rows`` = ``key_rows(index, N)`` precomputed (then ``index`` may be None).
     Returns (out [B, P, N, h, dh], weights [B, P, N, h, k]); the weights sum to 1 over the k keys,
     so each query row of the equivalent dense [N, N] weight matrix has exactly k non-zeros.
     The two products are batched matmuls ([k, dh] @ [dh, 1] and [1, k] @ [k, dh]) so that
     FlopCounterMode and fvcore count their N k dh multiply-adds each.
     """
-    k_sel = gather_keys(k, index)  # [B, P, N, h, k, dh]
-    v_sel = gather_keys(v, index)  # [B, P, N, h, k, dh]
+    if rows is None:
+        rows = key_rows(index, k.shape[2])
+    k_sel = gather_keys(k, None, rows)  # [B, P, N, h, k, dh]
+    v_sel = gather_keys(v, None, rows)  # [B, P, N, h, k, dh]
     scores = torch.matmul(k_sel, q.unsqueeze(-1)).squeeze(-1) * scale  # [B, P, N, h, k]
     weights = scores.softmax(dim=-1)
     out = torch.matmul(weights.unsqueeze(-2), v_sel).squeeze(-2)  # [B, P, N, h, dh]
@@ -192,13 +255,15 @@ class GradientGenerator(nn.Module):
 class TokenAttention(nn.Module):
     """Multi-head self-attention over tokens [B, P, N, d], dense or top-k sparse.
 
-    ``forward(x, index)``:
-    * ``index`` [B, P, N, h, k] given (gradient-guided selection): sparse attention over those keys;
+    ``forward(x, index, rows)``:
+    * ``index`` [B, P, N, h, k] given (gradient-guided selection): sparse attention over those keys
+      (``rows`` = ``key_rows(index, N)`` may be passed precomputed, as the blocks do);
     * ``index`` None and ``topk_ratio`` None: dense attention;
     * ``index`` None and ``topk_ratio`` set: top-k keys ranked by this layer's own q k^T.
     Returns (out [B, P, N, d], scores [B, P, h, N, N] pre-softmax, or None when not computed).
     Separate q, k, v projections keep k and v token-major ([B, P, N, h, dh] views), so the
-    sparse path gathers keys with no transposes.
+    sparse path gathers keys with no transposes. With one selected key per query and no autograd
+    (inference, export), the softmax weight is exactly 1: only v is projected and gathered.
     """
 
     def __init__(self, dim: int, num_heads: int, topk_ratio: float | None) -> None:
@@ -214,26 +279,36 @@ class TokenAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(
-        self, x: torch.Tensor, index: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        index: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, p, n, d = x.shape
         heads = (b, p, n, self.num_heads, d // self.num_heads)
+        if index is not None and rows is None:
+            rows = key_rows(index, n)
+        if rows is not None and rows.shape[-1] == 1 and not torch.is_grad_enabled():
+            # softmax over a single key is exactly 1 (finite scores): out = v of that key.
+            # Only without autograd, so that training still sees q and k (zero) gradients.
+            out = gather_keys(self.v(x).view(heads), None, rows).squeeze(-2)  # [B, P, N, h, dh]
+            return self.proj(out.reshape(b, p, n, d)), None
         q, k, v = (
             self.q(x).view(heads),
             self.k(x).view(heads),
             self.v(x).view(heads),
         )  # [B, P, N, h, dh]
         scores = None
-        if index is None and self.topk_ratio is None:
+        if rows is None and self.topk_ratio is None:
             out, scores = dense_attention(
                 q.transpose(2, 3), k.transpose(2, 3), v.transpose(2, 3), self.scale
             )
             out = out.transpose(2, 3)  # [B, P, N, h, dh]
         else:
-            if index is None:  # ablation: rank keys by this layer's own scores
+            if rows is None:  # ablation: rank keys by this layer's own scores
                 scores = torch.matmul(q.transpose(2, 3), k.permute(0, 1, 3, 4, 2)) * self.scale
                 index = select_topk_keys(scores, num_topk_keys(n, self.topk_ratio)).transpose(2, 3)
-            out, _ = sparse_attention(q, k, v, index, self.scale)
+            out, _ = sparse_attention(q, k, v, index, self.scale, rows)
         return self.proj(out.reshape(b, p, n, d)), scores
 
 
