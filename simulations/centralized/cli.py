@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from ecs_models import create_model
 from ecs_models.complexity import complexity_report
 from simulations.centralized.run import ensure_cohort, fill_cache, finished_run, run_training
+from simulations.cli_errors import user_errors
 
 REPORT_SIZE = 320  # input size at which the table reports cost (the paper's LSNet input)
 
@@ -158,7 +158,7 @@ def summarise(results: dict[str, list[dict]], cfgs: dict[str, DictConfig], out_d
 @hydra.main(version_base="1.3", config_path="pkg://configs", config_name="train")
 def _main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
+    with user_errors("ecs-train"):
         if cfg.variants is None:
             metrics = run_training(cfg, run_dir, _log)
             pooled = metrics["held_out"].get("pooled", {})
@@ -168,8 +168,6 @@ def _main(cfg: DictConfig) -> None:
         results, cfgs = train_variants(cfg, run_dir, _log)
         (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
         _log(summarise(results, cfgs, run_dir))
-    except (ValueError, FileNotFoundError) as exc:
-        sys.exit(f"ecs-train: {exc}")
 
 
 def main() -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from client.data.preprocess import PIPELINE_VERSION
 from simulations.centralized.cli import train_variants
 from simulations.centralized.paired import paired_bootstrap, score_held_out
 from simulations.centralized.run import student_from_run
+from simulations.cli_errors import user_errors
 
 __all__ = ["TOLERANCE", "PRESETS", "TWINS", "audit_config", "run_audit", "audit_markdown", "main"]
 
@@ -260,22 +260,17 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     """Command-line entry point; returns the report."""
     import torch
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
-    from simulations.cohort.generate import CohortExistsError
 
     args = _parser().parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    try:
+    with user_errors("shortcut_audit"):
         cfg = audit_config(args.preset, args.seeds, args.overrides)
         out_dir = args.out or Path(cfg.paths.runs) / "train" / EXPERIMENT / args.preset
         _log(f"preset {args.preset}, seeds {list(cfg.seeds)}, torch threads {torch.get_num_threads()} -> {out_dir}")
         report = run_audit(cfg, out_dir, resamples=args.resamples, jobs=args.jobs)
-    except (ValueError, FileNotFoundError, CohortExistsError, HydraException, OmegaConfBaseException) as exc:
-        sys.exit(f"shortcut_audit: {exc}")
     print(audit_markdown(report), flush=True)
     _log(f"wrote {out_dir / 'audit.md'} and audit.json ({time.perf_counter() - start:.0f} s)")
     return report

@@ -6,27 +6,24 @@
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from simulations.cohort.generate import CohortExistsError, generate_cohort
+from simulations.cli_errors import user_errors
+from simulations.cohort.generate import generate_cohort
 from simulations.cohort.spec import cohort_spec_from_config
 
 
 @hydra.main(version_base="1.3", config_path="pkg://configs", config_name="generate")
 def _main(cfg: DictConfig) -> None:
-    try:
-        spec = cohort_spec_from_config(OmegaConf.to_container(cfg.cohort, resolve=True))
-    except (ValueError, KeyError) as exc:
-        sys.exit(f"ecs-cohort: bad cohort config: {exc}")
-    try:
+    with user_errors("ecs-cohort"):
+        try:
+            spec = cohort_spec_from_config(OmegaConf.to_container(cfg.cohort, resolve=True))
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"bad cohort config: {exc}") from None
         summary = generate_cohort(
             spec, cfg.output_dir, seed=int(cfg.seed), workers=int(cfg.workers), overwrite=bool(cfg.overwrite)
         )
-    except CohortExistsError as exc:
-        sys.exit(f"ecs-cohort: {exc}")
     width = max(len(c["name"]) for c in summary["centers"])
     print(f"{'center':<{width}}  role      US pts (pos)  US files  MR pts (pos)  paired")
     for c in summary["centers"]:

@@ -62,7 +62,7 @@ GENERATOR_VERSION = "2"
 _KIND_CODE = {"us": 1, "mr": 2, "paired": 3}
 
 
-class CohortExistsError(RuntimeError):
+class CohortExistsError(FileExistsError):
     """The output folder already holds something that is not this cohort."""
 
 

@@ -8,13 +8,13 @@ centralized baselines and writes one table: :mod:`simulations.federated.compare`
 
 from __future__ import annotations
 
-import signal
 import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from simulations.cli_errors import user_errors
 from simulations.federated.simulate import simulate
 
 
@@ -22,26 +22,15 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
-def _terminate(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @hydra.main(version_base="1.3", config_path="pkg://configs.federated", config_name="simulate")
 def _main(cfg: DictConfig) -> None:
-    signal.signal(signal.SIGTERM, _terminate)  # stop everything as on Ctrl-C
-    try:
+    with user_errors("ecs-simulate", RuntimeError, interrupted="interrupted; every process it started was stopped"):
         if cfg.get("compare") is not None:  # experiment=compare: many runs, one table
             from simulations.federated.compare import run_compare
 
             code = run_compare(cfg, list(HydraConfig.get().overrides.task), _log)
         else:
             code = simulate(cfg, list(HydraConfig.get().overrides.task))
-    except KeyboardInterrupt:
-        _log("[ecs-simulate] interrupted; every process it started was stopped")
-        code = 130
-    except (ValueError, FileNotFoundError, TimeoutError, RuntimeError) as exc:
-        _log(f"ecs-simulate: {exc}")
-        code = 1
     if code:
         sys.exit(code)
 
