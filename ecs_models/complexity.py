@@ -7,7 +7,10 @@ including the top-k sparse products over gathered keys (N k dh each) and the gra
 generator's X X^T. Not counted: normalisation layers, activations, softmax, additions, pooling,
 resizing, top-k selection and gathers (no multiply-adds, or a few per element).
 
-``count_macs`` runs one forward under ``torch.utils.flop_counter.FlopCounterMode``, which counts
+``count_macs`` runs one eval-mode forward without autograd (the path of inference and of the ONNX
+export, so the count describes what runs there: LSNet's blocks with one key per query, k = 1,
+then skip q, k and the products, 1.9 M multiply-adds at 320x320; a training forward does them)
+under ``torch.utils.flop_counter.FlopCounterMode``, which counts
 aten conv/mm/addmm/bmm (einsum and batched matmul decompose into these) at 2 FLOPs per
 multiply-add, and halves the total. Products over gathered keys are ordinary batched matmuls
 there, so they are counted with their true (sparse) size; nothing is counted for the [N, N] that

@@ -180,3 +180,21 @@ def test_exported_onnx_computes_the_original_function(tmp_path) -> None:
         (onnx_logits,) = session.run(None, {"image": x.numpy()})
         expected = _reference_logits(model, x)
         assert torch.allclose(torch.from_numpy(onnx_logits), expected, atol=ATOL, rtol=0)
+
+
+def test_single_key_shortcut_is_inference_only() -> None:
+    # At 128x128 the last block has N = 4 tokens per grid and k = 1: softmax weight exactly 1.
+    model = _model()
+    attn = model.vit_blocks[2].layers[0].attn
+    calls: list[str] = []
+    for name in ("q", "k", "v"):
+        getattr(attn, name).register_forward_hook(lambda m, a, o, name=name: calls.append(name))
+    x = torch.randn(2, 1, 128, 128)
+    with torch.no_grad():
+        model(x)
+    assert calls == ["v"]  # inference: only v is projected and gathered
+    calls.clear()
+    model.train()
+    F.cross_entropy(model(x), torch.tensor([0, 1])).backward()
+    assert calls == ["q", "k", "v"]  # training: q and k run and get their (zero) gradients
+    assert attn.q.weight.grad is not None and not attn.q.weight.grad.any()
