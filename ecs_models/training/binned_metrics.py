@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ecs_models.training.metrics import TARGET_SENSITIVITY
+from ecs_models.evaluation import TARGET_SENSITIVITY, operating_point_record, ratios
 
 __all__ = [
     "DEFAULT_BINS",
@@ -28,6 +28,7 @@ __all__ = [
     "binned_auc",
     "binned_metrics",
     "binned_threshold",
+    "binned_operating_point",
 ]
 
 DEFAULT_BINS = 1000
@@ -74,13 +75,10 @@ def binned_auc(neg: np.ndarray, pos: np.ndarray) -> float:
     return float(np.sum(pos * (neg_below + 0.5 * neg)) / (n_neg * n_pos))
 
 
-def _ratio(a: float, b: float) -> float:
-    return float(a / b) if b else float("nan")
-
-
 def binned_metrics(neg: np.ndarray, pos: np.ndarray, threshold: float | None = None,
                    confusion: dict[str, int] | None = None) -> dict[str, float]:
-    """Pooled metrics: AUC from the histograms; sensitivity/specificity at ``threshold`` from
+    """Pooled metrics: AUC from the histograms; the ratios of :func:`ecs_models.evaluation.ratios`
+    (sensitivity, specificity, PPV, NPV, F1, accuracy) at ``threshold`` from
     the exact ``confusion`` when given, else from the histograms (bins at or above the bin edge
     that holds ``threshold``); plus counts. ``threshold=None`` uses 0.5.
     """
@@ -91,13 +89,9 @@ def binned_metrics(neg: np.ndarray, pos: np.ndarray, threshold: float | None = N
         start = int(np.clip(np.searchsorted(edges, threshold, side="right") - 1, 0, len(neg) - 1))
         confusion = {"tp": int(pos[start:].sum()), "fn": int(pos[:start].sum()),
                      "fp": int(neg[start:].sum()), "tn": int(neg[:start].sum())}
-    tp, fp, tn, fn = (int(confusion[k]) for k in ("tp", "fp", "tn", "fn"))
-    return {
-        "n": int(neg.sum() + pos.sum()), "positives": int(pos.sum()), "threshold": threshold,
-        "auc": binned_auc(neg, pos), "sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),
-        "accuracy": _ratio(tp + tn, tp + tn + fp + fn), "precision": _ratio(tp, tp + fp),
-        "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-    }
+    counts = {k: int(confusion[k]) for k in ("tp", "fp", "tn", "fn")}
+    return {"n": int(neg.sum() + pos.sum()), "positives": int(pos.sum()), "threshold": threshold,
+            "auc": binned_auc(neg, pos), **ratios(counts), **counts}
 
 
 def binned_threshold(neg: np.ndarray, pos: np.ndarray, target_sensitivity: float = TARGET_SENSITIVITY) -> float:
@@ -112,3 +106,13 @@ def binned_threshold(neg: np.ndarray, pos: np.ndarray, target_sensitivity: float
     at_or_above = np.cumsum(pos[::-1])[::-1]  # positives in bins >= i
     ok = np.nonzero(at_or_above / pos.sum() >= target_sensitivity - 1e-12)[0]
     return float(edges[ok[-1]])
+
+
+def binned_operating_point(neg: np.ndarray, pos: np.ndarray, target_sensitivity: float = TARGET_SENSITIVITY) -> dict:
+    """The federated operating point from pooled validation histograms: :func:`binned_threshold`
+    and the validation metrics *at that threshold* (:func:`binned_metrics`; exact, the threshold
+    being a bin edge), as :func:`ecs_models.evaluation.operating_point` gives from raw scores:
+    ``{"rule", "target_sensitivity", "threshold", "val_sensitivity", "val_specificity", "val"}``."""
+    threshold = binned_threshold(neg, pos, target_sensitivity)
+    val = binned_metrics(neg, pos, threshold)
+    return {**operating_point_record(threshold, target_sensitivity, val), "val": val}

@@ -1,6 +1,8 @@
 """Screening metrics, the operating point and the paper's checkpoint rule.
 
-All functions take plain arrays: ``labels`` int {0, 1} [N], ``scores`` float [N] = predicted
+The metrics and the operating-point rule live in :mod:`ecs_models.evaluation` (one
+implementation); this module keeps the names training code has always used. All functions take
+plain arrays: ``labels`` int {0, 1} [N], ``scores`` float [N] = predicted
 probability of myometrial invasion. scikit-learn is imported where it is used (1.5 s of import
 that a per-message ClientApp process would otherwise pay for every message).
 """
@@ -11,64 +13,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ecs_models.evaluation import TARGET_SENSITIVITY, choose_threshold, metrics_at
+
 __all__ = ["TARGET_SENSITIVITY", "screening_metrics", "choose_threshold", "CheckpointSelector"]
-
-TARGET_SENSITIVITY = 0.95  # sensitivity-first screening (paper: checkpoint rule)
-
-
-def _safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
 
 
 def screening_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy, sensitivity, specificity, precision, F1, ROC-AUC, PR-AUC and the confusion matrix.
+    """Accuracy, sensitivity, specificity, precision (= PPV), NPV, F1, ROC-AUC, PR-AUC and the
+    confusion matrix at ``threshold``: :func:`ecs_models.evaluation.metrics_at`.
 
     A case is called positive when ``score >= threshold``. Undefined ratios (no positives, say)
     are NaN rather than a misleading 0 or 1.
     """
-    from sklearn.metrics import average_precision_score
-
-    labels = np.asarray(labels).astype(int)
-    scores = np.asarray(scores, dtype=np.float64)
-    pred = scores >= threshold
-    tp = int(np.sum(pred & (labels == 1)))
-    fn = int(np.sum(~pred & (labels == 1)))
-    tn = int(np.sum(~pred & (labels == 0)))
-    fp = int(np.sum(pred & (labels == 0)))
-
-    def ratio(a: int, b: int) -> float:
-        return a / b if b else float("nan")
-
-    sens, prec = ratio(tp, tp + fn), ratio(tp, tp + fp)
-    return {
-        "n": int(len(labels)),
-        "positives": int(labels.sum()),
-        "threshold": float(threshold),
-        "accuracy": ratio(tp + tn, len(labels)),
-        "sensitivity": sens,
-        "specificity": ratio(tn, tn + fp),
-        "precision": prec,
-        "f1": ratio(2 * tp, 2 * tp + fp + fn),
-        "auc": _safe_auc(labels, scores),
-        "pr_auc": float(average_precision_score(labels, scores)) if labels.sum() else float("nan"),
-        "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-    }
-
-
-def choose_threshold(labels: np.ndarray, scores: np.ndarray, target_sensitivity: float = TARGET_SENSITIVITY) -> float:
-    """Operating point chosen on validation data: the highest threshold whose sensitivity reaches
-    ``target_sensitivity`` (so specificity is as high as that allows). Without positives, 0.5.
-    """
-    labels = np.asarray(labels).astype(int)
-    scores = np.asarray(scores, dtype=np.float64)
-    positives = np.sort(scores[labels == 1])
-    if len(positives) == 0:
-        return 0.5
-    # the k-th smallest positive score keeps (n - k) / n of positives at or above it
-    allowed_misses = int(np.floor((1.0 - target_sensitivity) * len(positives) + 1e-9))
-    return float(positives[allowed_misses])
+    return metrics_at(labels, scores, threshold)
 
 
 def _nan_low(value: float) -> float:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ecs_models.evaluation import patient_resamples
 from ecs_models.training.data import TransformedImages, combine, dataset_labels, make_loader
 from ecs_models.training.distill import predict_scores
 from ecs_models.training.metrics import screening_metrics
@@ -75,7 +76,8 @@ def _metrics(run: dict, index: np.ndarray) -> dict[str, float]:
 
 
 def paired_bootstrap(runs_a: list[dict], runs_b: list[dict], resamples: int = 2000, seed: int = 0) -> dict:
-    """Mean over pairs of B - A per metric, with a patient-level bootstrap.
+    """Mean over pairs of B - A per metric, with a patient-level bootstrap
+    (:func:`ecs_models.evaluation.patient_resamples`: the same draw for every pair).
 
     Returns {metric: {"a": mean A, "b": mean B, "diff": mean B - A, "low", "high": 95 % interval,
     "p_not_better": share of resamples with diff <= 0}}.
@@ -86,8 +88,6 @@ def paired_bootstrap(runs_a: list[dict], runs_b: list[dict], resamples: int = 20
     for run in runs_a + runs_b:
         if run["patients"] != patients or not np.array_equal(run["labels"], runs_a[0]["labels"]):
             raise ValueError("the runs were not evaluated on the same held-out images (different cohorts?)")
-    ids, inverse = np.unique(np.asarray(patients), return_inverse=True)
-    items_of = [np.flatnonzero(inverse == i) for i in range(len(ids))]
     everything = np.arange(len(patients))
 
     def per_pair(index: np.ndarray) -> list[tuple[dict, dict]]:
@@ -96,9 +96,7 @@ def paired_bootstrap(runs_a: list[dict], runs_b: list[dict], resamples: int = 20
     def mean_diff(pairs: list[tuple[dict, dict]]) -> dict[str, float]:
         return {k: float(np.nanmean([mb[k] - ma[k] for ma, mb in pairs])) for k in METRICS}
 
-    rng = np.random.default_rng(seed)
-    draws = [mean_diff(per_pair(np.concatenate([items_of[i] for i in rng.integers(0, len(ids), len(ids))])))
-             for _ in range(resamples)]
+    draws = [mean_diff(per_pair(index)) for index in patient_resamples(patients, resamples, seed)]
     full = per_pair(everything)
     observed = mean_diff(full)
     result = {}
