@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ecs_models.evaluation import operating_point_record
 from ecs_models.export import check_onnx_parity, export_onnx
 
 __all__ = ["export_student"]
@@ -20,7 +21,10 @@ def export_student(student: torch.nn.Module, model_dir: Path, *, name: str, size
                    target_sensitivity: float, val: dict | None, chosen_on: str) -> tuple[Path, float]:
     """Write ``model_dir/<name>.onnx`` (input ``[1, 1, size, size]`` in [-1, 1]) and
     ``operating_point.json``; returns (the ONNX path, onnxruntime's largest absolute difference
-    from PyTorch on one random input). ``val``: validation sensitivity/specificity to record."""
+    from PyTorch on one random input). ``val``: the validation metrics *at* ``threshold`` (their
+    ``threshold`` must be it: figures of another threshold are refused), recorded with the rule
+    (sensitivity-first) and ``target_sensitivity``."""
+    record = operating_point_record(threshold, target_sensitivity, val or {})  # refused before any work
     model_dir.mkdir(parents=True, exist_ok=True)
     stem = "lsnet" if name == "lsnet" else name.replace(":", "_")
     student = copy.deepcopy(student).cpu().eval()
@@ -28,10 +32,9 @@ def export_student(student: torch.nn.Module, model_dir: Path, *, name: str, size
     example = torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(0))  # static batch 1
     diff = check_onnx_parity(student, onnx_path, example)
     operating_point = {
-        "threshold": threshold, "target_sensitivity": target_sensitivity,
+        **record,
         "score": "softmax probability of class 1 (myometrial invasion)",
         "input": {"shape": [1, 1, size, size], "range": [-1.0, 1.0], "preprocessing": "client.data PreprocessConfig, resized"},
-        "val_sensitivity": (val or {}).get("sensitivity"), "val_specificity": (val or {}).get("specificity"),
         "chosen_on": chosen_on, "onnx_max_abs_diff": diff,
     }
     (model_dir / "operating_point.json").write_text(json.dumps(operating_point, indent=2) + "\n")

@@ -92,7 +92,7 @@ def run_federation(grid: Grid, cfg: DictConfig, log: Log = print) -> dict:
             ctx.state["completed"].append(phase)
     ctx.store.save_arrays("final_arrays.npz", ctx.state["model_arrays"])
     final = final_evaluation(ctx)
-    exported = export(ctx, final.pop("full_arrays"), final["threshold"], final.get("val"))
+    exported = export(ctx, final.pop("full_arrays"), final["threshold"], final.get("val"), final["target_sensitivity"])
     print_final(ctx, final)
     metrics = {"experiment": str(cfg.experiment_name), "strategy": ctx.spec.name, "seed": int(cfg.seed),
                "training_centers": [s.centers[n] for n in s.train], "held_out_centers": [s.centers[n] for n in s.held_out],

@@ -14,8 +14,8 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from ecs_models.build import build_classifier
 from ecs_models.bundle import export_student
-from ecs_models.training.binned_metrics import binned_metrics, binned_threshold
-from ecs_models.training.metrics import CheckpointSelector
+from ecs_models.evaluation import TARGET_SENSITIVITY
+from ecs_models.training.binned_metrics import binned_metrics, binned_operating_point
 from protocol.messages import (
     ARRAYS_RECORD,
     CONFIG_RECORD,
@@ -30,7 +30,7 @@ from server.sites import send
 from strategies.validation import evaluate_problem
 from strategies.wrapper import center_metrics, pool_evaluations
 
-__all__ = ["final_evaluation", "export", "print_final"]
+__all__ = ["validation_operating_point", "final_evaluation", "export", "print_final"]
 
 
 def fedbn_norms(ctx: RunContext, arrays: Arrays) -> Arrays:
@@ -44,6 +44,18 @@ def fedbn_norms(ctx: RunContext, arrays: Arrays) -> Arrays:
     return {**arrays, **to_numpy(aggregate_arrayrecords(valid, NUM_EXAMPLES))}
 
 
+def validation_operating_point(best: dict, target_sensitivity: float = TARGET_SENSITIVITY) -> dict:
+    """The operating point of the selected round, from its pooled validation histograms
+    (``best["val_histograms"]``): the threshold and the validation metrics *at it*
+    (:func:`~ecs_models.training.binned_metrics.binned_operating_point`). Not the round's own
+    ``best["val"]``, which is at the per-round threshold. Without histograms: threshold 0.5, no
+    validation figures."""
+    hist = best.get("val_histograms")
+    if not hist:
+        return {"threshold": 0.5, "target_sensitivity": target_sensitivity, "val": None}
+    return binned_operating_point(np.asarray(hist["neg"]), np.asarray(hist["pos"]), target_sensitivity)
+
+
 def final_evaluation(ctx: RunContext) -> dict:
     """Evaluate the selected round's model everywhere; per-center lines and the pooled metrics
     of the training sites' test splits and of the held-out centers (``final_evaluation.jsonl``)."""
@@ -51,8 +63,9 @@ def final_evaluation(ctx: RunContext) -> dict:
     assert sites is not None
     state = ctx.state
     best = state["best"] or {"arrays": state["model_arrays"], "val_histograms": None, "global_round": state["global_round"]}
-    hist = best["val_histograms"]
-    threshold = binned_threshold(np.asarray(hist["neg"]), np.asarray(hist["pos"])) if hist else 0.5
+    target = float(state.get("selector", {}).get("target_sensitivity", TARGET_SENSITIVITY))
+    op = validation_operating_point(best, target)
+    threshold = op["threshold"]
     arrays = fedbn_norms(ctx, best["arrays"]) if ctx.spec.fedbn else best["arrays"]
     record = to_record(arrays)
 
@@ -84,18 +97,20 @@ def final_evaluation(ctx: RunContext) -> dict:
     ctx.store.write_jsonl("final_evaluation.jsonl", lines)
     return {"threshold": threshold, "selected_round": best.get("global_round"), "centers": lines,
             "internal_test": summary.get("train"), "held_out": summary.get("held_out"), "full_arrays": arrays,
-            "val": best.get("val")}
+            "target_sensitivity": target, "val": op["val"]}
 
 
-def export(ctx: RunContext, arrays: Arrays, threshold: float, val: dict | None) -> dict:
-    """The selected student as ONNX + operating point (as ``ecs-train`` writes them)."""
+def export(ctx: RunContext, arrays: Arrays, threshold: float, val: dict | None,
+           target_sensitivity: float = TARGET_SENSITIVITY) -> dict:
+    """The selected student as ONNX + operating point (as ``ecs-train`` writes them); ``val``:
+    the validation metrics at ``threshold`` (:func:`validation_operating_point`)."""
     classifier = build_classifier(ctx.models)
     state = classifier.state_dict()
     state.update({k: torch.as_tensor(v) for k, v in arrays.items()})
     classifier.load_state_dict(state)
     onnx_path, diff = export_student(
         classifier.student, Path(str(ctx.cfg.run_dir)) / "model", name=ctx.models.student["name"],
-        size=int(ctx.cfg.training.img_size), threshold=threshold, target_sensitivity=CheckpointSelector().target_sensitivity,
+        size=int(ctx.cfg.training.img_size), threshold=threshold, target_sensitivity=target_sensitivity,
         val=val, chosen_on="pooled validation score histograms of the training sites (federated)")
     return {"onnx": str(onnx_path), "onnx_max_abs_diff": diff}
 

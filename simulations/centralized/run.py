@@ -29,6 +29,7 @@ from client.data.site_datasets import site_us_dataset
 from ecs_models import create_model
 from ecs_models.bundle import export_student
 from ecs_models.complexity import complexity_report
+from ecs_models.evaluation import operating_point
 from ecs_models.training.data import (
     TransformedImages,
     cap_synthetic,
@@ -263,13 +264,14 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
 
     model.load_state_dict(best["state"])
     val_labels, val_scores = predict_scores(model.student, val_loader, device)
-    threshold = choose_threshold(val_labels, val_scores)
+    op = operating_point(val_labels, val_scores, selector.target_sensitivity)  # validation only, then fixed
+    threshold = op["threshold"]
     metrics = {
         "run": run_dir.name, "mode": cfg.mode, "train_centers": train_centers, "held_out_centers": held_out,
         "model": name, "seed": int(cfg.seed), "device": str(device),
         "selected_checkpoint": {"stage": best["stage"], "epoch": best["epoch"]},
-        "threshold": threshold,
-        "val": screening_metrics(val_labels, val_scores, threshold),
+        "threshold": threshold, "operating_point": {k: v for k, v in op.items() if k != "val"},
+        "val": op["val"],
         "internal_test": _evaluate(model.student, internal_test, size, int(tr.eval_batch_size), threshold, device),
         "held_out": _evaluate(model.student, held_out_sets, size, int(tr.eval_batch_size), threshold, device),
         "complexity": complexity_report(model.student, (1, 1, size, size)),

@@ -100,3 +100,36 @@ def test_final_evaluation_leaves_out_a_malformed_reply_and_pools_the_others(tmp_
     assert any("rejected the final evaluation of regional" in line for line in logs)
     assert (lines["clinic"]["n"], lines["teaching"]["n"]) == (3, 4)
     assert final["internal_test"]["n"] == 3 and final["held_out"]["n"] == 4  # regional left out of the pool
+
+
+def test_the_exported_operating_point_reports_validation_figures_at_its_own_threshold(tmp_path) -> None:
+    """The selected round's record holds its pooled validation histograms and ``val``, figures at
+    the per-round threshold 0.5. The run's operating point (sensitivity first, from the
+    histograms) is elsewhere, and the validation sensitivity/specificity recorded with it must be
+    those at *that* threshold (they once were the round's 0.5 figures: threshold 0.055 beside a
+    sensitivity of 0.42)."""
+    from ecs_models.training.binned_metrics import binned_metrics, score_histograms
+
+    rng = np.random.default_rng(0)
+    val_labels = (rng.random(400) < 0.2).astype(int)
+    val_scores = np.clip(rng.normal(0.15 + 0.25 * val_labels, 0.12), 0, 1)  # most positives below 0.5
+    neg, pos = score_histograms(val_labels, val_scores, bins=16)
+    labels, scores = np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.4, 0.5])
+
+    def evaluate(message: Message) -> Message:
+        node = message.metadata.dst_node_id
+        return eval_reply(node, labels, scores, parse_request(message.content[CONFIG_RECORD]).threshold, bins=16)
+
+    cfg = compose_config(["experiment=smoke", f"run_dir={tmp_path}", "held_out_centers=[teaching]", "histogram_bins=16"])
+    run = RunContext(FakeGrid(list(CENTERS), evaluate), cfg, log=lambda _m: None)
+    run.store.start(cfg, resume=False)
+    run.state = fresh_state(run)
+    run.state["best"] = {"arrays": run.state["model_arrays"], "global_round": 3,
+                         "val_histograms": {"neg": neg.tolist(), "pos": pos.tolist()}, "val": binned_metrics(neg, pos, 0.5)}
+    run.sites = Sites(CENTERS, train=[1, 2], held_out=[3], info={})
+    final = final_evaluation(run)
+    at_threshold = binned_metrics(neg, pos, final["threshold"])
+    assert final["threshold"] < 0.5 and final["val"]["threshold"] == final["threshold"]
+    assert final["val"]["sensitivity"] == at_threshold["sensitivity"] >= 0.95
+    assert final["val"]["specificity"] == at_threshold["specificity"]
+    assert final["val"]["sensitivity"] != run.state["best"]["val"]["sensitivity"]  # not the round's 0.5 figures

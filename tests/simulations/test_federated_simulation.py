@@ -81,7 +81,10 @@ def test_smoke_experiment_trains_on_training_centers_and_evaluates_held_out_ones
     metrics = json.loads((smoke_run / "metrics.json").read_text())
     assert metrics["held_out"]["n"] == sum(final[c]["n"] for c in HELD_OUT)
     assert (smoke_run / "model" / "lsnet.onnx").stat().st_size > 0
-    assert 0 < json.loads((smoke_run / "model" / "operating_point.json").read_text())["threshold"] < 1
+    op = json.loads((smoke_run / "model" / "operating_point.json").read_text())
+    assert 0 < op["threshold"] < 1 and op["rule"] == "sensitivity-first"
+    assert op["threshold"] == metrics["threshold"] == metrics["val"]["threshold"]  # figures at the operating point
+    assert (op["val_sensitivity"], op["val_specificity"]) == (metrics["val"]["sensitivity"], metrics["val"]["specificity"])
     assert (smoke_run / "config.yaml").is_file() and "flwr" in json.loads((smoke_run / "versions.json").read_text())
 
 

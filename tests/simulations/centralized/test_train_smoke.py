@@ -47,6 +47,11 @@ def test_exported_student_matches_the_operating_point_file(smoke_run: Path) -> N
     logits = session.run(None, {session.get_inputs()[0].name: np.zeros(shape, np.float32)})[0]
     assert logits.shape == (1, 2) and np.isfinite(logits).all()
     assert 0.0 <= op["threshold"] <= 1.0
+    # the operating point: rule, target, and the validation figures at *its* threshold
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert op["rule"] == metrics["operating_point"]["rule"] == "sensitivity-first"
+    assert op["threshold"] == metrics["threshold"] == metrics["val"]["threshold"]
+    assert (op["val_sensitivity"], op["val_specificity"]) == (metrics["val"]["sensitivity"], metrics["val"]["specificity"])
 
 
 def test_same_seed_gives_the_same_run(tmp_path: Path) -> None:
