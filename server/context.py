@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from ecs_models.training.distill import StageConfig
 from protocol.messages import ClassifierTrain, GanTrain, ModelSpec, TrainRequest
 from server.config import held_out_centers
+from server.privacy import RunPrivacy
 from server.sites import Sites
 from server.store import RunStore
 from strategies.factory import StrategySpec
@@ -58,12 +59,14 @@ class RunContext:
     freeze_norm_stats: float = field(init=False)
     state: dict = field(default_factory=dict)
     sites: Sites | None = None
+    privacy: RunPrivacy = field(init=False)
 
     def __post_init__(self) -> None:
         cfg = self.cfg
         self.store = RunStore(cfg.run_dir)
         self.held_out = held_out_centers(cfg)
         self.spec = StrategySpec.from_config(OmegaConf.to_container(cfg.strategy, resolve=True))
+        self.privacy = RunPrivacy(OmegaConf.to_container(cfg.privacy, resolve=True), self.spec)  # refuses what DP cannot protect
         self.models = model_spec(cfg)
         self.timeout = float(cfg.participation.round_timeout_s)
         self.run_key = Path(str(cfg.run_dir)).resolve().name + f"-seed{int(cfg.seed)}"

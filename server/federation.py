@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 
 from flwr.serverapp import Grid
+from flwr.serverapp.exception import PrivacyBudgetExhausted
 from omegaconf import DictConfig, OmegaConf
 
 from ecs_models.training.runtime import seed_everything
@@ -77,19 +78,12 @@ def run_federation(grid: Grid, cfg: DictConfig, log: Log = print) -> dict:
     ctx.sites = s = discover_sites(grid, expected=expected, held_out=ctx.held_out, timeout=ctx.timeout, log=log)
     log(f"[ecs] run {cfg.run_dir}: strategy {ctx.spec.name}, training centers "
         f"{[s.centers[n] for n in s.train]}, held-out {[s.centers[n] for n in s.held_out]}")
+    ctx.privacy.start(len(s.train), ctx.state.get("privacy"))
     if ctx.state["rng"] is not None:
         set_rng_state(ctx.state["rng"])
     else:
         seed_everything(int(cfg.seed))
-    for phase, rounds in plan(ctx):
-        if phase in ctx.state["completed"]:
-            continue
-        if phase == "stage_a":
-            synthesize(ctx)
-        if rounds > 0:
-            run_phase(ctx, phase, rounds)
-        else:
-            ctx.state["completed"].append(phase)
+    _train(ctx)
     ctx.store.save_arrays("final_arrays.npz", ctx.state["model_arrays"])
     final = final_evaluation(ctx)
     exported = export(ctx, final.pop("full_arrays"), final["threshold"], final.get("val"), final["target_sensitivity"])
@@ -97,5 +91,30 @@ def run_federation(grid: Grid, cfg: DictConfig, log: Log = print) -> dict:
     metrics = {"experiment": str(cfg.experiment_name), "strategy": ctx.spec.name, "seed": int(cfg.seed),
                "training_centers": [s.centers[n] for n in s.train], "held_out_centers": [s.centers[n] for n in s.held_out],
                "rounds": OmegaConf.to_container(cfg.rounds), "seconds": time.perf_counter() - start, **final, **exported}
+    metrics["privacy"] = ctx.privacy.summary()
+    ctx.privacy.write(cfg.run_dir)
     ctx.store.write_json("metrics.json", metrics)
     return metrics
+
+
+def _train(ctx: RunContext) -> None:
+    """The phases not completed yet; the central DP budget ends training cleanly, ledger saved."""
+    if ctx.privacy.stopped:
+        ctx.log(f"[ecs] privacy budget already exhausted ({ctx.privacy.stopped}): no more training")
+        return
+    try:
+        for phase, rounds in plan(ctx):
+            if phase in ctx.state["completed"]:
+                continue
+            if phase == "stage_a":
+                synthesize(ctx)
+            if rounds > 0:
+                run_phase(ctx, phase, rounds)
+            else:
+                ctx.state["completed"].append(phase)
+    except PrivacyBudgetExhausted as exc:
+        ctx.privacy.budget_exhausted(str(exc))
+        ctx.state["privacy"] = ctx.privacy.state_dict()
+        ctx.store.save_checkpoint(ctx.state)
+        ctx.privacy.write(ctx.cfg.run_dir)
+        ctx.log(f"[ecs] privacy budget: {exc}; training ends here, the selected round so far is evaluated and exported")

@@ -23,6 +23,7 @@ from ecs_models.training.binned_metrics import binned_metrics, binned_threshold
 from ecs_models.training.metrics import CheckpointSelector
 from protocol.messages import GAN_LOSS, NUM_EXAMPLES, TRAIN_LOSS, Evaluate
 from server.context import RunContext, fmt, rng_state, to_numpy, to_record, torch_state
+from strategies.central_dp import num_sampled
 from strategies.factory import build_strategy
 from strategies.fedbn import norm_keys
 from strategies.wrapper import RoundReport, SiteAwareStrategy
@@ -65,7 +66,7 @@ def fresh_state(ctx: RunContext) -> dict:
         gan_arrays = torch_state(build_gan(ctx.models.gan))
     return {"version": 1, "phase": None, "phase_round": 0, "global_round": 0, "completed": [],
             "gan_arrays": gan_arrays, "model_arrays": arrays, "strategy": None,
-            "selector": CheckpointSelector().state_dict(), "best": None, "rng": None}
+            "selector": CheckpointSelector().state_dict(), "best": None, "rng": None, "privacy": None}
 
 
 def _round_config(ctx: RunContext, phase: str) -> Callable[[int], dict]:
@@ -99,6 +100,7 @@ def _on_round_end(ctx: RunContext, strategy: SiteAwareStrategy, report: RoundRep
                              "global_round": report.global_round, "val_histograms": report.val_histograms,
                              "val": report.val_pooled}
     state["rng"] = rng_state()
+    state["privacy"] = ctx.privacy.state_dict()  # the ledger and the accountant, with the round they account
     ctx.store.save_checkpoint(state)
     ctx.store.append_round({**report.to_json(), "selected": selected})
     _print_round(ctx, report, selected)
@@ -142,11 +144,13 @@ def _strategy(ctx: RunContext, phase: str, train_nodes: list[int], done: int) ->
     inner = build_strategy(ctx.spec, fraction_train=float(part.fraction_train),
                            min_train_nodes=min(int(part.min_train_nodes), len(train_nodes)),
                            min_available_nodes=min(int(available) if available else len(train_nodes), len(train_nodes)))
+    sampled = num_sampled(len(train_nodes), float(part.fraction_train), int(part.min_train_nodes))
+    inner = ctx.privacy.wrap(inner, phase, sampled)  # privacy=central: Flower's DP wrapper with the run's accountant
     statistics = [k for k in ctx.state["model_arrays"] if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     strategy = SiteAwareStrategy(
         inner, phase=phase, centers=sites.centers, train_nodes=train_nodes,
         eval_nodes=[] if phase == "gan" else sites.train, round_offset=done, global_round_base=_global_base(ctx, phase),
-        min_train_replies=min(int(part.min_train_replies), len(train_nodes)),
+        min_train_replies=ctx.privacy.min_replies(sampled, min(int(part.min_train_replies), len(train_nodes))),
         max_failed_rounds=int(part.max_failed_rounds), outlier_factor=float(part.outlier_factor),
         max_examples=sites.example_limits(phase), histogram_bins=int(ctx.cfg.histogram_bins),
         statistics_keys=statistics if phase != "gan" else (), round_config=_round_config(ctx, phase))

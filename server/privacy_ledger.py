@@ -103,7 +103,7 @@ def epsilon_from_events(events: Iterable[Mapping], delta: float, accountant: str
 class PrivacyLedger:
     """The run's record (see the module docstring); ``mode`` is the ``privacy`` config group."""
 
-    delta: float
+    delta: float | None  # None: no mechanism ran, so no delta
     mode: str = "none"  # none | local | central | both
     unit: str = "patient"
     sites: dict[str, dict] = field(default_factory=dict)  # center -> its latest entry
@@ -152,7 +152,8 @@ class PrivacyLedger:
 
     @classmethod
     def from_dict(cls, data: Mapping, mode: str = "none") -> PrivacyLedger:
-        ledger = cls(delta=float(data["delta"]), mode=mode, unit=str(data["unit"]))
+        delta = data["delta"]
+        ledger = cls(delta=None if delta is None else float(delta), mode=mode, unit=str(data["unit"]))
         for center, entry in dict(data.get("sites") or {}).items():
             ledger.update_site(center, entry)
         ledger.set_central(data.get("central"))
@@ -172,7 +173,7 @@ class PrivacyLedger:
     def markdown(self) -> str:
         """The readable record: the guarantee of each mechanism, then what it does not cover."""
         lines = ["# Privacy record", "", f"- privacy mode: **{self.mode}**", f"- unit: {self.unit}",
-                 f"- delta: {self.delta:.3g}", ""]
+                 f"- delta: {'none' if self.delta is None else f'{self.delta:.3g}'}", ""]
         if not self.sites and self.central is None:
             lines += ["**No differential privacy** in this run: no clipping, no noise, no accountant. The hospitals' "
                       "images never leave them, but the models, updates and evaluation histograms they send are "
