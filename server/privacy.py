@@ -18,7 +18,7 @@ from pathlib import Path
 from flwr.serverapp import RdpAccountant
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
 
-from server.privacy_ledger import PrivacyLedger, merge_events
+from server.privacy_ledger import PrivacyLedger, epsilon_from_events, merge_events
 from strategies.central_dp import CentralDp, CentralDpSpec, check_central_dp, make_accountant
 from strategies.factory import StrategySpec
 
@@ -90,10 +90,16 @@ class RunPrivacy:
         events = merge_events({"kind": "gaussian", "noise_multiplier": c["event"]["noise_multiplier"], "count": c["count"]}
                               for c in compositions)
         spent = self.accountant.get_privacy_spent()
+        # one patient more, fewer or different at a hospital that takes part moves its clipped
+        # update anywhere in the ball of radius C: sensitivity 2C, i.e. these releases at z / 2
+        patient = [{**e, "noise_multiplier": e["noise_multiplier"] / 2} for e in events]
         return {"accountant": "rdp", "mechanism": MECHANISM, "clipping_norm": self.central.clipping_norm,
                 "events": events, "epsilon": spent.epsilon if events else 0.0, "delta": spent.delta,
-                "protects": "one hospital's whole contribution (add or remove a hospital), so each of its patients",
-                "gan_clipping_norm": self.central.gan_clipping_norm, "noise_std": dict(self.noise_std),
+                "protects": "one hospital's whole contribution (add or remove a hospital)",
+                "epsilon_one_patient": epsilon_from_events(patient, spent.delta, "rdp"),
+                "one_patient": "a patient added, removed or changed at a taking-part hospital: the same releases at z / 2",
+                "gan_clipping_norm": self.central.gan_clipping_norm,
+                "noise_std": {phase: round(std, 6) for phase, std in self.noise_std.items()},
                 "hospitals": self.accountant.config.population_size, "releases": spent.num_releases,
                 "max_epsilon": self.central.max_epsilon, "stopped": self.stopped}
 
