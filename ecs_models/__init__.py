@@ -1,10 +1,16 @@
 """Models of the screening platform: registry, MobileViT teacher / LSNet student, timm wrappers.
 
-``create_model(name, **cfg)`` builds any registered model; importing this package registers
-``teacher``, ``lsnet``, the ``timm:<name>`` family and the SG-CycleGAN models.
+``create_model(name, **cfg)`` builds any registered model: ``teacher``, ``lsnet``, the
+``timm:<name>`` family and the SG-CycleGAN models, whose modules register themselves on the first
+lookup (:mod:`ecs_models._registry`). Importing this package does not import torch: the clinic
+tools (``clinic``) use its torch-free modules (:mod:`ecs_models.evaluation`,
+:mod:`ecs_models.inputs`, :mod:`ecs_models.bundle_format`) without the training stack.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from ecs_models._registry import (
     create_model,
@@ -13,10 +19,6 @@ from ecs_models._registry import (
     register_model,
     register_model_family,
 )
-
-# Model modules register themselves on import (keep these explicit imports, after _registry).
-from ecs_models import mobilevit, sg_cyclegan, timm_models  # noqa: F401  isort: skip
-from ecs_models.mobilevit import ClassifierOutput, MobileViT, MobileViTConfig  # isort: skip
 
 __all__ = [
     "ClassifierOutput",
@@ -28,3 +30,12 @@ __all__ = [
     "register_model",
     "register_model_family",
 ]
+
+_LAZY = {"ClassifierOutput": "ecs_models.mobilevit", "MobileViT": "ecs_models.mobilevit",
+         "MobileViTConfig": "ecs_models.mobilevit"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:  # torch only when a model class is asked for
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,22 +5,35 @@ overrides whose value is ``None`` are dropped (an empty Hydra value never overwr
 default); unknown keys raise ``TypeError`` naming them. Names of the form ``<prefix>:<name>``
 (e.g. ``timm:mobilevit_xxs``) route to a family builder registered with
 ``register_model_family(prefix)``, called as ``builder(name, **cfg)``.
+
+The built-in model modules (:data:`BUILTIN_MODULES`) register themselves when first looked up,
+not when ``ecs_models`` is imported: the torch-free modules of the package (evaluation, model
+inputs, the bundle format) serve the clinic tools, which run without torch.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["register_model", "register_model_family", "create_model", "list_models", "is_model"]
 
-ModelBuilder = TypeVar("ModelBuilder", bound=Callable[..., nn.Module])
+ModelBuilder = TypeVar("ModelBuilder", bound=Callable[..., Any])
+BUILTIN_MODULES = ("ecs_models.mobilevit", "ecs_models.sg_cyclegan", "ecs_models.timm_models")
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _FAMILIES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def _load_builtin() -> None:
+    """Import the built-in model modules (each registers its models; repeated calls are free)."""
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
 
 
 def register_model(fn: ModelBuilder | None = None, *, name: str | None = None):
@@ -53,11 +66,13 @@ def register_model_family(prefix: str):
 
 def list_models() -> list[str]:
     """Registered model names, sorted (family routes such as ``timm:<name>`` are not listed)."""
+    _load_builtin()
     return sorted(_MODELS)
 
 
 def is_model(name: str) -> bool:
     """Whether ``create_model(name)`` can resolve ``name`` (a family prefix counts)."""
+    _load_builtin()
     prefix, sep, _ = name.partition(":")
     return name in _MODELS or (bool(sep) and prefix in _FAMILIES)
 
@@ -79,6 +94,7 @@ def create_model(name: str, **cfg: object) -> nn.Module:
 
     ``None`` values are dropped; unknown keys raise ``TypeError``; unknown names ``ValueError``.
     """
+    _load_builtin()
     overrides = {k: v for k, v in cfg.items() if v is not None}
     if name in _MODELS:
         builder = _MODELS[name]

@@ -15,6 +15,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from ecs_models.build import build_classifier
 from ecs_models.bundle import export_student
 from ecs_models.evaluation import TARGET_SENSITIVITY
+from ecs_models.preprocessing import PreprocessConfig
 from ecs_models.training.binned_metrics import binned_metrics, binned_operating_point
 from protocol.messages import (
     ARRAYS_RECORD,
@@ -111,7 +112,12 @@ def export(ctx: RunContext, arrays: Arrays, threshold: float, val: dict | None,
     onnx_path, diff = export_student(
         classifier.student, Path(str(ctx.cfg.run_dir)) / "model", name=ctx.models.student["name"],
         size=int(ctx.cfg.training.img_size), threshold=threshold, target_sensitivity=target_sensitivity,
-        val=val, chosen_on="pooled validation score histograms of the training sites (federated)")
+        val=val, chosen_on="pooled validation score histograms of the training sites (federated)",
+        # the sites preprocess with PreprocessConfig(output_size=preprocess_size) (client/task.py); the
+        # server never sees images, so the bundle carries no training intensity statistics
+        preprocess=PreprocessConfig(output_size=int(ctx.cfg.training.preprocess_size)),
+        run={"kind": "federated", "dir": str(ctx.cfg.run_dir), "name": Path(str(ctx.cfg.run_dir)).name,
+             "experiment": ctx.cfg.get("experiment_name"), "seed": int(ctx.cfg.seed), "run_key": ctx.run_key})
     return {"onnx": str(onnx_path), "onnx_max_abs_diff": diff}
 
 

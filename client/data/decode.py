@@ -32,6 +32,7 @@ from client.data.regions import (
     read_ultrasound_regions,
     select_tissue_region,
 )
+from ecs_models.preprocessing import FRAME_POLICIES
 
 __all__ = [
     "FRAME_POLICIES",
@@ -43,7 +44,6 @@ __all__ = [
     "select_frame_indices",
 ]
 
-FRAME_POLICIES = ("middle", "all", "stride")
 MR_PERCENTILES = (0.5, 99.5)
 _DICOM_MARKERS = ("SOPClassUID", "Modality", "Rows", "PixelData", "StudyInstanceUID")
 

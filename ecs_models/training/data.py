@@ -3,7 +3,9 @@ the train/eval transforms (the paper's RandomResizedCrop, vertical flip and mild
 jitter). Used alike by centralized runs and federated clients; a site's real ultrasound comes
 from :mod:`client.data.site_datasets`.
 
-Image convention: the data layer gives float32 [1, S, S] in [0, 1]; models see [-1, 1].
+Image convention: the data layer gives float32 [1, S, S] in [0, 1]; models see [-1, 1]. Evaluation
+inputs come from :func:`ecs_models.inputs.model_input`, the numpy code the exported bundle and the
+clinic tools use, so a screened image gets exactly what validation and test images got.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
 from torchvision.transforms import v2
 
+from ecs_models.inputs import model_input
+
 __all__ = ["TransformedImages", "make_loader", "synthetic_dataset", "cap_synthetic", "combine", "dataset_labels"]
 
 
@@ -22,26 +26,26 @@ class TransformedImages(Dataset[tuple[torch.Tensor, int]]):
     """Wraps a dataset of ``([1, S, S] in [0, 1], label)`` and returns ``([1, R, R] in [-1, 1], label)``.
 
     ``train=True`` applies RandomResizedCrop(R, scale 0.7-1), vertical flip (p = 0.5) and
-    brightness/contrast jitter of +-10 %; otherwise a plain resize to R.
+    brightness/contrast jitter of +-10 %; otherwise :func:`ecs_models.inputs.model_input` (the
+    antialiased bilinear resize to R, as torchvision's, in numpy).
     """
 
     def __init__(self, base: Dataset, size: int, *, train: bool) -> None:
         self.base = base
         self.size = size
-        if train:
-            self.transform = v2.Compose([
-                v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.85, 1.15), antialias=True),
-                v2.RandomVerticalFlip(0.5),
-                v2.ColorJitter(brightness=0.1, contrast=0.1),
-            ])
-        else:
-            self.transform = v2.Resize((size, size), antialias=True)
+        self.transform = v2.Compose([
+            v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.85, 1.15), antialias=True),
+            v2.RandomVerticalFlip(0.5),
+            v2.ColorJitter(brightness=0.1, contrast=0.1),
+        ]) if train else None
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, label = self.base[index]
+        if self.transform is None:  # evaluation: the bundle's and the clinic's input code
+            return torch.from_numpy(model_input(image.numpy(), self.size)), int(label)
         image = self.transform(image.clamp(0, 1))
         return image * 2.0 - 1.0, int(label)
 

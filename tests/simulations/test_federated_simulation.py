@@ -85,6 +85,8 @@ def test_smoke_experiment_trains_on_training_centers_and_evaluates_held_out_ones
     assert 0 < op["threshold"] < 1 and op["rule"] == "sensitivity-first"
     assert op["threshold"] == metrics["threshold"] == metrics["val"]["threshold"]  # figures at the operating point
     assert (op["val_sensitivity"], op["val_specificity"]) == (metrics["val"]["sensitivity"], metrics["val"]["specificity"])
+    assert op["run"]["kind"] == "federated" and op["input"]["intensity"] is None  # the server never sees images
+    assert op["input"]["preprocess"]["output_size"] == op["input"]["resize"]["from"] and op["format"] == 2
     assert (smoke_run / "config.yaml").is_file() and "flwr" in json.loads((smoke_run / "versions.json").read_text())
 
 

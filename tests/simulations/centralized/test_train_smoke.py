@@ -11,7 +11,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from helpers import compose
+from omegaconf import OmegaConf
 
+from ecs_models.bundle_format import read_bundle
+from ecs_models.preprocessing import PreprocessConfig
 from simulations.centralized.paired import score_held_out, score_synthetic
 from simulations.centralized.run import finished_run, run_training
 
@@ -52,6 +55,12 @@ def test_exported_student_matches_the_operating_point_file(smoke_run: Path) -> N
     assert op["rule"] == metrics["operating_point"]["rule"] == "sensitivity-first"
     assert op["threshold"] == metrics["threshold"] == metrics["val"]["threshold"]
     assert (op["val_sensitivity"], op["val_specificity"]) == (metrics["val"]["sensitivity"], metrics["val"]["specificity"])
+    # the complete input recipe: the run's preprocessing, its resize to the model side, the training intensities
+    spec = read_bundle(smoke_run / "model")
+    cfg = OmegaConf.load(smoke_run / "config.yaml")
+    assert PreprocessConfig(**spec.preprocess) == PreprocessConfig(output_size=int(cfg.training.preprocess_size))
+    assert spec.size == int(cfg.training.img_size) == shape[-1] and spec.document["run"]["kind"] == "centralized"
+    assert spec.intensity["n_images"] > 0 and spec.intensity["mean"][0] <= spec.intensity["mean"][-1]
 
 
 def test_same_seed_gives_the_same_run(tmp_path: Path) -> None:
