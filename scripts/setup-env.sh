@@ -14,7 +14,7 @@ fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing ecs-fl and its dependencies (first run: a few minutes)" >&2
   "$venv/bin/python" -m pip install --quiet --upgrade pip setuptools wheel
-  "$venv/bin/python" -m pip install --quiet -e "$repo[dev]"
+  "$venv/bin/python" -m pip install --quiet -e "$repo[train,dev]"
   echo "$want" > "$stamp"
 fi
 export PATH="$venv/bin:$PATH"

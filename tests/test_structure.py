@@ -1,4 +1,4 @@
-"""Size limits that keep the coordinator, the site logic and the strategies readable (issue 14):
+"""Size limits that keep the coordinator, the site logic, the strategies and the clinic tools readable (issue 14):
 no file over 400 lines and no function over 80 lines there. The import direction is checked by
 ``lint-imports`` (pyproject.toml [tool.importlinter]) in the test command."""
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKED = [*sorted((REPO / "server").glob("*.py")), REPO / "client" / "task.py", REPO / "client" / "app.py",
-           *sorted((REPO / "strategies").glob("*.py")), *sorted((REPO / "protocol").glob("*.py"))]
+           *sorted((REPO / "strategies").glob("*.py")), *sorted((REPO / "protocol").glob("*.py")),
+           *sorted((REPO / "clinic").glob("*.py"))]
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 80
 
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from client.data.annotations import COLOR_DEVIATION_THRESHOLD
 from client.data.cache import PreprocessedCache, cache_entry_key, sha256_bytes
-from client.data.decode import DicomDecodeError, decode_dataset, read_dataset
+from client.data.decode import DecodedImage, DicomDecodeError, decode_dataset, read_dataset
 from client.data.phi import find_phi
 from client.data.preprocess import PreprocessConfig, preprocess_detailed
 
@@ -27,7 +28,8 @@ class PreprocessedFile:
 
     ``meta`` keys: modality, photometric, transfer_syntax, n_frames_total, frame_indices,
     rows, cols, spacing_mm (source pixel size, mm, (row, col) or None), region, notes,
-    fan_found, annotation_fraction, output_spacing_mm, phi (tag names).
+    fan_found, annotation_fraction, color_fraction (share of the tissue region's pixels far from
+    gray, None for monochrome: colour Doppler shows here), output_spacing_mm, phi (tag names).
     """
 
     path: Path
@@ -47,6 +49,16 @@ def _read_bytes(path: Path) -> bytes:
         raise DicomDecodeError("is a directory") from None
     except OSError as exc:
         raise DicomDecodeError(f"unreadable file ({exc.strerror or exc})") from None
+
+
+def _color_fraction(decoded: DecodedImage) -> float | None:
+    if decoded.color_deviation is None:
+        return None
+    deviation = decoded.color_deviation
+    if decoded.region is not None:
+        x0, y0, x1, y1 = decoded.region
+        deviation = deviation[:, y0:y1 + 1, x0:x1 + 1]
+    return round(float((deviation > COLOR_DEVIATION_THRESHOLD).mean()), 6)
 
 
 def load_preprocessed(
@@ -92,6 +104,7 @@ def load_preprocessed(
         "notes": list(decoded.notes),
         "fan_found": result.fan_found,
         "annotation_fraction": round(result.annotation_fraction, 6),
+        "color_fraction": _color_fraction(decoded),
         "output_spacing_mm": list(result.spacing_mm) if result.spacing_mm else None,
         "phi": phi,
     }

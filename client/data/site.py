@@ -27,7 +27,7 @@ from client.data.labels import LabelFileError, LabelRow, read_label_file
 from client.data.pipeline import load_preprocessed
 from client.data.preprocess import PreprocessConfig
 
-__all__ = ["MANIFEST_NAME", "FileReport", "SiteReport", "scan_site"]
+__all__ = ["MANIFEST_NAME", "FileReport", "SiteReport", "label_sources", "scan_site"]
 
 MANIFEST_NAME = "manifest.csv"
 ProgressCallback = Callable[[int, int, str], None]
@@ -128,7 +128,9 @@ class _Target:
     row: LabelRow | None = None
 
 
-def _label_sources(data_dir: Path, labels_csv: Path | None) -> list[tuple[Path, str]]:
+def label_sources(data_dir: Path, labels_csv: Path | None) -> list[tuple[Path, str]]:
+    """``(label file, center)`` pairs of a site folder, by the layouts of the module docstring
+    (empty: an unlabelled folder)."""
     if labels_csv is not None:
         return [(labels_csv, labels_csv.resolve().parent.name)]
     if (data_dir / MANIFEST_NAME).is_file():
@@ -146,7 +148,7 @@ def _relative(path: Path, root: Path) -> str:
 
 def _collect_targets(data_dir: Path, labels_csv: Path | None,
                      report: SiteReport) -> list[_Target]:
-    sources = _label_sources(data_dir, labels_csv)
+    sources = label_sources(data_dir, labels_csv)
     if not sources:
         return [_Target(p) for p in sorted(data_dir.rglob("*"))
                 if p.is_file() and not any(part.startswith(".")

@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
-import data_store  # pydicom-data (dev dependency): missing it must fail, not skip
 import numpy as np
 import pydicom
 import pydicom.data
 import pytest
+from helpers import dicom_sample_files
 
 from client.data.decode import DicomDecodeError, decode_dicom
 
-
-def _sample_files() -> list[tuple[str, Path, str]]:
-    """(id, path, modality) of every US / MR file, found by reading the Modality header."""
-    roots = [
-        Path(pydicom.data.__file__).parent / "test_files",
-        Path(data_store.__file__).parent / "data",
-    ]
-    found = []
-    for root in roots:
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the sample set is full of deliberate oddities
-                try:
-                    ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
-                    modality = str(ds.get("Modality", ""))
-                except Exception:
-                    continue
-            if modality in ("US", "MR"):
-                found.append((str(path.relative_to(root)), path, modality))
-    return found
-
-
-SAMPLES = _sample_files()
+SAMPLES = dicom_sample_files()
 BY_NAME = {name: path for name, path, _ in SAMPLES}
 
 # genuinely corrupt files shipped as such, and the reason they must be quarantined with

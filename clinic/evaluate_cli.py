@@ -1,0 +1,94 @@
+"""``ecs-evaluate MODEL DATA_DIR [--labels CSV] [--json]``: validate a model bundle on a hospital's
+own labelled DICOM folder, without training and without Flower.
+
+Examples::
+
+    ecs-evaluate received/model /data/tvus                   # DATA_DIR/manifest.csv holds the labels
+    ecs-evaluate received/model /data/tvus --labels labels.csv --json > validation.json
+
+MODEL is the bundle (its folder, ``<name>.onnx`` or ``operating_point.json``) or a run folder
+holding ``model/``. Metrics are at the bundle's operating point (chosen on the training run's
+validation data, not on this folder), with 95 % patient-level bootstrap intervals; per-file
+scores go to ``--scores`` (CSV).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from clinic.cli import json_safe, progress_printer, user_errors
+from clinic.evaluate import evaluate_site, score_site, write_scores
+from clinic.model import ScreeningModel
+from ecs_models.bundle_format import BundleError
+
+DESCRIPTION = ("Validate a model bundle on a labelled DICOM folder: AUC, sensitivity, specificity, PPV, NPV, F1 and PR-AUC at the bundle's operating point, with patient-level bootstrap intervals, and per-file scores.")
+PROG = "ecs-evaluate"
+SHOWN = ("auc", "sensitivity", "specificity", "ppv", "npv", "f1", "pr_auc")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
+    parser.add_argument("model", type=Path, help="model bundle (folder, .onnx, operating_point.json) or a run folder")
+    parser.add_argument("data_dir", type=Path, help="the site's DICOM folder")
+    parser.add_argument("--labels", type=Path, metavar="CSV",
+                        help="label file (client.data.labels format); default DATA_DIR/manifest.csv or DATA_DIR/<center>/manifest.csv")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    parser.add_argument("--scores", type=Path, default=Path("ecs-evaluate-scores.csv"), metavar="CSV",
+                        help="per-file scores (default ./ecs-evaluate-scores.csv)")
+    parser.add_argument("--resamples", type=int, default=2000, help="patient bootstrap draws (default 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return parser
+
+
+def _bundle_path(model: Path) -> Path:
+    if model.suffix == ".pt":
+        raise BundleError(f"{model}: a PyTorch checkpoint needs the training install; ecs-evaluate reads the "
+                          "exported bundle, <run>/model/ (lsnet.onnx + operating_point.json), written next to it")
+    if model.is_dir() and (model / "model" / "operating_point.json").is_file():
+        return model / "model"  # a run folder
+    return model
+
+
+def _table(doc: dict) -> str:
+    lines = [f"{doc['n_images']} images of {doc['n_patients']} patients ({doc['n_positive']} positive), "
+             f"{doc['n_refused']} refused; operating point {doc['threshold']:.4f}"]
+    for name in SHOWN:
+        m = doc[name]
+        lines.append(f"  {name:<12} {m['value']:.3f}  ({100 * doc['ci_level']:.0f} % CI {m['ci_low']:.3f}-{m['ci_high']:.3f})")
+    for center, m in doc.get("by_center", {}).items():
+        lines.append(f"  {center}: n={m['n']} AUC {m['auc']['value']:.3f} sens {m['sensitivity']['value']:.3f} "
+                     f"spec {m['specificity']['value']:.3f}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ecs-evaluate``; returns 0."""
+    args = _parser().parse_args(argv)
+    with user_errors(PROG):
+        if not args.data_dir.is_dir():
+            raise NotADirectoryError(f"data folder not found: {args.data_dir}")
+        if args.resamples < 1:
+            raise ValueError("--resamples must be >= 1")
+        model = ScreeningModel(_bundle_path(args.model))
+        scored = score_site(model, args.data_dir, args.labels, progress_printer(PROG, args.quiet))
+        doc = evaluate_site(scored, model.threshold, resamples=args.resamples, seed=args.seed)
+        doc["scores_csv"] = str(write_scores(args.scores, scored, model.threshold))
+        doc["model"] = {"onnx": str(model.spec.onnx_path), **model.spec.document.get("model", {}),
+                        "run": model.spec.document.get("run")}
+        doc["refused"] = [{"file": s.result.file, "reason": " | ".join(s.result.warnings)}
+                          for s in scored if s.result.probability is None]
+        if args.json:
+            print(json.dumps(json_safe(doc), indent=2, allow_nan=False))
+        else:
+            print(_table(doc))
+            print(f"per-file scores: {doc['scores_csv']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

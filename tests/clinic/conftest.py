@@ -1,0 +1,34 @@
+"""A tiny exported model bundle for the clinic tools (a 3x3 convolution: seconds to export)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ecs_models.bundle import export_student
+from ecs_models.preprocessing import PreprocessConfig
+
+# training-frame statistics the domain check compares with (ecs_models.inputs.intensity_summary)
+INTENSITY = {"n_images": 100, "quantiles": [0.005, 0.5, 0.995], "mean": [0.05, 0.3, 0.6], "std": [0.02, 0.15, 0.35]}
+
+
+class TinyClassifier(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 2, 3, stride=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``<tmp>/model``: tiny.onnx + operating_point.json (40 px preprocess resized to 32, threshold 0.5)."""
+    folder = tmp_path_factory.mktemp("bundle") / "model"
+    export_student(TinyClassifier(), folder, name="tiny", size=32, threshold=0.5, target_sensitivity=0.95, val=None,
+                   chosen_on="a test", preprocess=PreprocessConfig(output_size=40), run={"kind": "test"},
+                   intensity=INTENSITY)
+    return folder

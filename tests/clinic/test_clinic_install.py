@@ -1,0 +1,65 @@
+"""The ``clinic`` install extra: a fresh environment with ``pip install ecs-fl[clinic]`` has no torch,
+Flower or Ray, and ecs-screen and ecs-evaluate run there on a tiny bundle.
+
+Built the quick way: this checkout's wheel (no build isolation) into a pip-less venv, with the
+dependencies from pip's cache or PyPI and no byte-compiling. The time it took is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(*argv: object, **kwargs: object) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=300, **kwargs)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def clinic_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``bin/`` of a venv holding only ``ecs-fl[clinic]``."""
+    root = tmp_path_factory.mktemp("clinic_env")
+    start = time.perf_counter()
+    source = root / "src"  # a copy: building in the checkout would leave build/ behind
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, source / name)
+    for package in {p.rstrip("*") for p in packages}:
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", root / "wheel", source)
+    wheel = next((root / "wheel").glob("ecs_fl-*.whl"))
+    _run(sys.executable, "-m", "venv", "--without-pip", root / "venv")
+    python = root / "venv" / "bin" / "python"
+    _run(sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-compile", f"{wheel}[clinic]")
+    print(f"clinic environment built in {time.perf_counter() - start:.1f} s")
+    return python.parent
+
+
+@pytest.mark.slow
+def test_the_clinic_environment_has_no_training_stack(clinic_env: Path) -> None:
+    for module in ("torch", "flwr", "ray", "hydra"):
+        done = subprocess.run([clinic_env / "python", "-c", f"import {module}"], capture_output=True, text=True)
+        assert done.returncode != 0 and "ModuleNotFoundError" in done.stderr, module
+
+
+@pytest.mark.slow
+def test_ecs_screen_and_ecs_evaluate_run_in_the_clinic_environment(clinic_env, tiny_bundle, tiny_cohort, tmp_path) -> None:
+    done = _run(clinic_env / "ecs-screen", tiny_bundle, get_testdata_file("examples_ybr_color.dcm"), "--json")
+    [result] = json.loads(done.stdout)
+    assert 0.0 <= result["probability"] <= 1.0 and result["decision"] in ("positive", "negative")
+    done = _run(clinic_env / "ecs-evaluate", tiny_bundle, tiny_cohort / "clinic", "--json", "--resamples", "20",
+                "--quiet", cwd=tmp_path)
+    assert json.loads(done.stdout)["n_images"] > 0 and (tmp_path / "ecs-evaluate-scores.csv").is_file()
