@@ -175,9 +175,9 @@ class PrivacyLedger:
         lines = ["# Privacy record", "", f"- privacy mode: **{self.mode}**", f"- unit: {self.unit}",
                  f"- delta: {'none' if self.delta is None else f'{self.delta:.3g}'}", ""]
         if not self.sites and self.central is None:
-            lines += ["**No differential privacy** in this run: no clipping, no noise, no accountant. The hospitals' "
-                      "images never leave them, but the models, updates and evaluation histograms they send are "
-                      "not protected against membership or reconstruction attacks.", ""]
+            lines += ["**No differential privacy** in this run: no clipping, no noise, no accountant. What it "
+                      "released (a federation: every round's models, updates and evaluation histograms; any run: "
+                      "the final model) is not protected against membership inference or reconstruction.", ""]
         for name, entry in self.entries().items():
             lines += _entry_markdown(name, entry)
         lines += ["## Not covered by these figures", "",
