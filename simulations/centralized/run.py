@@ -30,6 +30,7 @@ from ecs_models import create_model
 from ecs_models.bundle import export_student
 from ecs_models.complexity import complexity_report
 from ecs_models.evaluation import operating_point
+from ecs_models.inputs import intensity_summary
 from ecs_models.training.data import (
     TransformedImages,
     cap_synthetic,
@@ -41,6 +42,7 @@ from ecs_models.training.data import (
 from ecs_models.training.distill import DistillationModel, StageConfig, predict_scores, train_stage
 from ecs_models.training.metrics import CheckpointSelector, choose_threshold, screening_metrics
 from ecs_models.training.runtime import resolve_device, seed_everything
+from simulations.centralized.privacy import write_privacy_record
 from simulations.centralized.privacy import write_privacy_record
 from simulations.cohort.generate import cohort_fingerprint, generate_cohort
 from simulations.cohort.repartition import is_partition_of
@@ -196,6 +198,7 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
     (run_dir / "metrics.json").unlink(missing_ok=True)  # a folder holds a finished run or none
     OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
     write_privacy_record(cfg, run_dir)  # privacy.json + privacy.md; refuses client-level (central) DP
+    write_privacy_record(cfg, run_dir)  # privacy.json + privacy.md; refuses client-level (central) DP
     generator = seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device)
     cohort_dir = ensure_cohort(cfg, log)
@@ -288,8 +291,19 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
             "complexity": complexity_report(model.teacher, (1, 1, size, size)),
         }
     metrics["seconds"] = time.perf_counter() - start
-    _save(run_dir, model, selector, metrics, name, size, threshold, log)
+    run = {"kind": "centralized", "dir": str(run_dir), "name": run_dir.name, "mode": str(cfg.mode),
+           "experiment": cfg.get("experiment_name"), "seed": int(cfg.seed), "train_centers": train_centers}
+    _save(run_dir, model, selector, metrics, name, size, threshold, log,
+          bundle={"preprocess": pp, "run": run, "intensity": _training_intensity(real_train)})
     return metrics
+
+
+def _training_intensity(dataset, limit: int = 2000) -> dict | None:
+    """The bundle's intensity statistics over (at most ``limit``, evenly spaced) training frames."""
+    if len(dataset) == 0:
+        return None
+    indices = np.unique(np.linspace(0, len(dataset) - 1, min(limit, len(dataset))).round().astype(int))
+    return intensity_summary([dataset[int(i)][0][0].numpy() for i in indices])
 
 
 def student_from_run(run_dir: Path) -> tuple[torch.nn.Module, DictConfig, dict]:
@@ -318,11 +332,12 @@ def finished_run(run_dir: Path, cfg: DictConfig) -> dict | None:
 
 
 def _save(run_dir: Path, model: DistillationModel, selector: CheckpointSelector, metrics: dict,
-          name: str, size: int, threshold: float, log: Log) -> None:
+          name: str, size: int, threshold: float, log: Log, bundle: dict) -> None:
     torch.save({"model": model.state_dict(), "selector": selector.state_dict(), "metrics": metrics}, run_dir / "checkpoint.pt")
     onnx_path, diff = export_student(model.student, run_dir / "model", name=name, size=size, threshold=threshold,
                                      target_sensitivity=selector.target_sensitivity, val=metrics["val"],
-                                     chosen_on="validation scores of the pooled training centers (centralized)")
+                                     chosen_on="validation scores of the pooled training centers (centralized)",
+                                     **bundle)
     # last: metrics.json marks the folder as a finished run (finished_run), so a failed export is not one
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     log(f"  exported {onnx_path} (onnxruntime max abs diff {diff:.2e}), threshold {threshold:.4f}")
