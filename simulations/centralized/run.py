@@ -43,7 +43,6 @@ from ecs_models.training.distill import DistillationModel, StageConfig, predict_
 from ecs_models.training.metrics import CheckpointSelector, choose_threshold, screening_metrics
 from ecs_models.training.runtime import resolve_device, seed_everything
 from simulations.centralized.privacy import write_privacy_record
-from simulations.centralized.privacy import write_privacy_record
 from simulations.cohort.generate import cohort_fingerprint, generate_cohort
 from simulations.cohort.repartition import is_partition_of
 from simulations.cohort.spec import cohort_spec_from_config
@@ -197,7 +196,6 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").unlink(missing_ok=True)  # a folder holds a finished run or none
     OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
-    write_privacy_record(cfg, run_dir)  # privacy.json + privacy.md; refuses client-level (central) DP
     write_privacy_record(cfg, run_dir)  # privacy.json + privacy.md; refuses client-level (central) DP
     generator = seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device)
