@@ -25,6 +25,8 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from client.data.caliper_marks import detect_caliper_marks
+
 __all__ = ["color_deviation", "detect_annotations", "detect_flat_strokes", "inpaint_background", "local_background"]
 
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -229,7 +231,9 @@ def detect_annotations(gray: np.ndarray, deviation: np.ndarray | None = None) ->
         bool ``[H, W]``: coloured pixels and the bright pixels connected to them, and
         near-saturated pixels that stand ``TOPHAT_CONTRAST`` above their background (the median
         of the pixels 3 away; groups of ``TOPHAT_MIN_PIXELS``), dilated by one pixel to catch anti-aliased
-        and compressed glyph edges; plus flat strokes (:func:`detect_flat_strokes`).
+        and compressed glyph edges; plus flat strokes (:func:`detect_flat_strokes`) and calipers
+        found by their shape (:func:`client.data.caliper_marks.detect_caliper_marks`: crosses,
+        dotted lines and labels whose level a lossy file has blurred).
     """
     gray = np.asarray(gray, dtype=np.float32)
     bright = gray >= BRIGHT_THRESHOLD
@@ -249,7 +253,8 @@ def detect_annotations(gray: np.ndarray, deviation: np.ndarray | None = None) ->
         mask |= colored
     if mask.any():
         mask = ndimage.binary_dilation(mask, structure=np.ones((3, 3), dtype=bool))
-    return mask | detect_flat_strokes(gray, background)  # exact levels: no anti-aliased edge to catch
+    # exact levels: no anti-aliased edge to catch; the marks' own mask is dilated (lossy edges)
+    return mask | detect_flat_strokes(gray, background) | detect_caliper_marks(gray, background)
 
 
 def _smooth(image: np.ndarray, sigma: float) -> np.ndarray:

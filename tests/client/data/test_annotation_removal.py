@@ -9,15 +9,23 @@ of the calipers' contrast may survive; on the twin without calipers, removal may
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from client.data.annotations import color_deviation, detect_flat_strokes
+from client.data.annotations import color_deviation, detect_flat_strokes, local_background
+from client.data.caliper_marks import detect_caliper_marks, find_caliper_marks
 from client.data.preprocess import PreprocessConfig
-from simulations.cohort.annotations import CALIPER_GREEN, CALIPER_YELLOW, display_palette
+from simulations.cohort.annotations import (
+    CALIPER_GREEN,
+    CALIPER_YELLOW,
+    burn_in_annotations,
+    display_palette,
+)
 from simulations.cohort.caliper_twins import (
     false_removal_fraction,
     photometric_variants,
@@ -39,15 +47,8 @@ MADE_UP = ScannerProfile(
     annotation_layout="side",
 )
 PROFILES = {**SCANNER_PROFILES, "made_up": MADE_UP}
-# Mid-gray strokes under lossy grayscale JPEG: compression noise breaks the one-exact-level
-# signature and the tissue has 1-pixel speckle ridges of the same contrast (docs/shortcut_audit.md).
-KNOWN_LIMIT = {("portable_ybr_cine", "MONOCHROME2")}
-CASES = [
-    pytest.param(name, photometric, id=f"{name}-{photometric.replace(' ', '_')}",
-                 marks=[pytest.mark.xfail(strict=True, reason="mid-gray calipers in lossy grayscale JPEG")]
-                 if (name, photometric) in KNOWN_LIMIT else [])
-    for name in PROFILES for photometric in PHOTOMETRICS
-]
+CASES = [pytest.param(name, photometric, id=f"{name}-{photometric.replace(' ', '_')}")
+         for name in PROFILES for photometric in PHOTOMETRICS]
 
 
 @pytest.mark.parametrize(("profile_name", "photometric"), CASES)
@@ -94,3 +95,29 @@ def test_sparse_caliper_level_does_not_define_the_tint() -> None:
     tissue = levels > 3
     tissue[100:102, 40:160] = False
     assert np.percentile(deviation[tissue], 99.9) < 0.12
+
+
+def _jpeg(gray: np.ndarray, quality: int = 85) -> np.ndarray:
+    """uint8 ``[H, W]`` through a grayscale JPEG and back, float32 in [0, 1]."""
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buffer), dtype=np.float32) / 255
+
+
+def test_caliper_marks_found_through_jpeg_and_not_in_speckle() -> None:
+    """A green caliper stored as mid-gray JPEG has no exact level left; its shape finds it."""
+    rng = np.random.default_rng(2)
+    speckle = np.clip(rng.rayleigh(45, size=(160, 240)), 0, 255).astype(np.uint8)
+    drawn = burn_in_annotations(
+        np.repeat(speckle[..., None], 3, axis=2), layout="side", text_lines=[], calipers=[((60, 50), (110, 80))],
+        caliper_label="D1 12.3 mm", depth_mm=80.0, fan_bbox=(0, 0, 239, 159), rng=np.random.default_rng(0),
+        caliper_color=CALIPER_GREEN)
+    gray = np.rint(drawn.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
+    caliper = gray != speckle
+    with_calipers, without = _jpeg(gray), _jpeg(speckle)
+    assert detect_flat_strokes(with_calipers)[caliper].mean() < 0.5  # the exact level is gone
+    found = detect_caliper_marks(with_calipers, local_background(with_calipers))
+    visible = caliper & (np.abs(gray.astype(np.float32) - speckle) > 25)
+    assert found[visible].mean() > 0.9
+    assert not find_caliper_marks(without * 255, (without - local_background(without)) * 255)
+    assert not detect_caliper_marks(without, local_background(without)).any()
