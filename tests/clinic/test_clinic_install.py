@@ -1,18 +1,16 @@
 """The ``clinic`` install extra: a fresh environment with ``pip install ecs-fl[clinic]`` has no torch,
 Flower or Ray, and ecs-screen and ecs-evaluate run there on a tiny bundle.
 
-Built the quick way: this checkout's wheel (no build isolation) into a pip-less venv, with the
-dependencies from pip's cache or PyPI and no byte-compiling. The time it took is printed.
+Built by scripts/make-clinic-env.sh (this checkout's wheel into a pip-less venv, dependencies from
+pip's cache or PyPI, no byte-compiling); the time it took is printed.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -29,23 +27,12 @@ def _run(*argv: object, **kwargs: object) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def clinic_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``bin/`` of a venv holding only ``ecs-fl[clinic]``."""
-    root = tmp_path_factory.mktemp("clinic_env")
+    """``bin/`` of a venv holding only ``ecs-fl[clinic]`` (scripts/make-clinic-env.sh)."""
+    env = tmp_path_factory.mktemp("clinic_env") / "venv"
     start = time.perf_counter()
-    source = root / "src"  # a copy: building in the checkout would leave build/ behind
-    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
-    for name in ("pyproject.toml", "README.md"):
-        (source / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / name, source / name)
-    for package in {p.rstrip("*") for p in packages}:
-        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
-    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", root / "wheel", source)
-    wheel = next((root / "wheel").glob("ecs_fl-*.whl"))
-    _run(sys.executable, "-m", "venv", "--without-pip", root / "venv")
-    python = root / "venv" / "bin" / "python"
-    _run(sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-compile", f"{wheel}[clinic]")
+    _run("bash", REPO / "scripts" / "make-clinic-env.sh", env, sys.executable)
     print(f"clinic environment built in {time.perf_counter() - start:.1f} s")
-    return python.parent
+    return env / "bin"
 
 
 @pytest.mark.slow
