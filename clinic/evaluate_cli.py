@@ -54,15 +54,19 @@ def _bundle_path(model: Path) -> Path:
     return model
 
 
+def _num(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"  # NaN: undefined (no negatives called, ...)
+
+
 def _table(doc: dict) -> str:
     lines = [f"{doc['n_images']} images of {doc['n_patients']} patients ({doc['n_positive']} positive), "
              f"{doc['n_refused']} refused; operating point {doc['threshold']:.4f}"]
     for name in SHOWN:
         m = doc[name]
-        lines.append(f"  {name:<12} {m['value']:.3f}  ({100 * doc['ci_level']:.0f} % CI {m['ci_low']:.3f}-{m['ci_high']:.3f})")
+        lines.append(f"  {name:<12} {_num(m['value'])}  ({100 * doc['ci_level']:.0f} % CI {_num(m['ci_low'])}-{_num(m['ci_high'])})")
     for center, m in doc.get("by_center", {}).items():
-        lines.append(f"  {center}: n={m['n']} AUC {m['auc']['value']:.3f} sens {m['sensitivity']['value']:.3f} "
-                     f"spec {m['specificity']['value']:.3f}")
+        lines.append(f"  {center}: n={m['n']} AUC {_num(m['auc']['value'])} sens {_num(m['sensitivity']['value'])} "
+                     f"spec {_num(m['specificity']['value'])}")
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ the caller turns back into a ``client.data.preprocess.PreprocessConfig``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -98,7 +99,8 @@ def read_bundle(model: str | Path) -> BundleSpec:
 
     Raises:
         BundleError: no or unreadable ``operating_point.json``, a format before
-            :data:`BUNDLE_FORMAT` (its preprocessing is not stated), or a missing ONNX file.
+            :data:`BUNDLE_FORMAT` (its preprocessing is not stated), a missing ONNX file, or one
+            whose sha256 is not the recorded one.
     """
     model = Path(model)
     path, doc = _load(model)
@@ -115,5 +117,9 @@ def read_bundle(model: str | Path) -> BundleSpec:
     onnx_path = model if model.suffix == ".onnx" else path.parent / onnx_name
     if not onnx_path.is_file():
         raise BundleError(f"{onnx_path}: model file not found")
+    recorded = doc["model"].get("onnx_sha256")
+    if recorded and hashlib.sha256(onnx_path.read_bytes()).hexdigest() != recorded:
+        raise BundleError(f"{onnx_path}: not the model {path.name} describes (sha256 differs): a damaged copy, "
+                          "or files of two bundles mixed")
     return BundleSpec(onnx_path, str(doc["model"].get("name", onnx_path.stem)), threshold, size, preprocess,
                       pipeline_version, spec_input.get("intensity"), doc)

@@ -92,3 +92,10 @@ def test_an_older_bundle_that_does_not_state_its_preprocessing_is_refused(tmp_pa
     (tmp_path / "operating_point.json").write_text(json.dumps(document))
     with pytest.raises(BundleError, match="re-export"):
         read_bundle(tmp_path / "tiny.onnx")
+
+
+def test_an_onnx_file_other_than_the_recorded_one_is_refused(tmp_path) -> None:
+    _export(tmp_path)
+    (tmp_path / "tiny.onnx").write_bytes((tmp_path / "tiny.onnx").read_bytes() + b"\0")
+    with pytest.raises(BundleError, match="sha256 differs"):
+        read_bundle(tmp_path)
