@@ -6,7 +6,7 @@ with the bundle's preprocessing recipe; every labelled ultrasound file is then s
 ``ecs-screen`` screens it (:func:`clinic.screen.screen_file`: same preprocessing, same domain
 check). Metrics come from :mod:`ecs_models.evaluation` at the bundle's fixed operating point, with
 patient-level bootstrap intervals: per center when the folder holds several, and pooled. MR rows
-are not scored (the model reads ultrasound); refused files are listed and left out of the metrics.
+are not read (the model reads ultrasound); refused files are listed and left out of the metrics.
 """
 
 from __future__ import annotations
@@ -53,13 +53,14 @@ def score_site(model: ScreeningModel, data_dir: Path, labels_csv: Path | None,
                          "ecs-evaluate needs the true labels; ecs-screen scores unlabelled images")
     with tempfile.TemporaryDirectory(prefix="ecs-evaluate-") as cache_dir:
         cache = PreprocessedCache(cache_dir)  # the scan decodes once; scoring reads it back
-        report = scan_site(data_dir, labels_csv, model.preprocess, cache_dir=cache_dir, progress=progress)
+        report = scan_site(data_dir, labels_csv, model.preprocess, cache_dir=cache_dir, progress=progress,
+                           modality="US")  # MR rows are not decoded
         if report.is_fatal and not report.files:
             raise ValueError("; ".join(report.fatal_errors))
         scored = []
         for f in report.files:
-            if f.label is None or (f.status == "ok" and f.modality != "US"):
-                continue
+            if f.label is None:
+                continue  # a file labelled US whose header says otherwise is screened, hence refused
             path = Path(f.path) if Path(f.path).is_absolute() else data_dir / f.path
             result = screen_file(model, path, f.path, cache) if f.status == "ok" else \
                 ScreenResult(f.path, None, None, [f"not usable: {f.reason}"])

@@ -147,7 +147,7 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _collect_targets(data_dir: Path, labels_csv: Path | None,
-                     report: SiteReport) -> list[_Target]:
+                     report: SiteReport, modality: str | None = None) -> list[_Target]:
     sources = label_sources(data_dir, labels_csv)
     if not sources:
         return [_Target(p) for p in sorted(data_dir.rglob("*"))
@@ -161,7 +161,8 @@ def _collect_targets(data_dir: Path, labels_csv: Path | None,
         except LabelFileError as exc:
             report.fatal_errors.append(f"label file error: {exc}")
             continue
-        targets.extend(_Target(csv_path.parent / row.file, center, row) for row in rows)
+        targets.extend(_Target(csv_path.parent / row.file, center, row) for row in rows
+                       if modality is None or row.modality == modality)
     return targets
 
 
@@ -202,6 +203,7 @@ def scan_site(
     *,
     cache_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
+    modality: str | None = None,
 ) -> SiteReport:
     """Decode and preprocess every file of a site; never raises for a bad file.
 
@@ -211,6 +213,8 @@ def scan_site(
         cfg: preprocessing settings (default :class:`PreprocessConfig`).
         cache_dir: also fill the preprocessed cache here (later training reads it).
         progress: called as ``progress(done, total, path)`` after each file.
+        modality: only the label file's rows of this modality (``"US"``, ``"MR"``); the label
+            file is still checked whole. Unlabelled folders are scanned whole.
 
     Returns:
         :class:`SiteReport`; check ``fatal_errors`` / ``quarantined``.
@@ -222,7 +226,7 @@ def scan_site(
         report.fatal_errors.append(f"data folder not found: {data_dir}")
         return report
     labels_path = Path(labels_csv) if labels_csv is not None else None
-    targets = _collect_targets(data_dir, labels_path, report)
+    targets = _collect_targets(data_dir, labels_path, report, modality)
     if report.fatal_errors:
         return report
     cache = PreprocessedCache(cache_dir) if cache_dir is not None else None
