@@ -11,6 +11,7 @@ record ``config`` of a Flower Message; its ``phase`` names the message:
 | query | ``synthesize`` | :class:`Synthesize` | ``generator`` | :class:`SynthesizeReply` |
 | evaluate | ``evaluate`` | :class:`Evaluate` | ``arrays`` | :class:`EvaluateReply` |
 | query | ``norm-state`` | :class:`NormStateQuery` | - | ``arrays`` + :class:`NormStateReply` |
+Under ``local_dp`` train and evaluate replies add the record ``privacy`` (:class:`PrivacyReport`).
 
 ``to_record()`` gives the flat dict a ``ConfigRecord`` / ``MetricRecord`` holds;
 ``from_record()`` reads one back and raises :class:`MessageError` naming the field that is
@@ -28,16 +29,17 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 __all__ = [
-    "MessageError", "ModelSpec", "Request", "RunFields", "InfoQuery", "TrainRequest", "GanTrain", "ClassifierTrain",
+    "MessageError", "ModelSpec", "LocalDp", "PrivacyReport", "Request", "RunFields", "InfoQuery", "TrainRequest", "GanTrain", "ClassifierTrain",
     "Synthesize", "Evaluate", "NormStateQuery", "SiteInfo", "TrainReply", "EvaluateReply", "SynthesizeReply",
     "NormStateReply", "parse_request", "wire", "wire_key", "wire_keys",
-    "CONFIG_RECORD", "ARRAYS_RECORD", "METRICS_RECORD", "SITE_RECORD", "GENERATOR_RECORD",
+    "CONFIG_RECORD", "ARRAYS_RECORD", "METRICS_RECORD", "SITE_RECORD", "GENERATOR_RECORD", "PRIVACY_RECORD",
     "NUM_EXAMPLES", "UNIT_WEIGHT", "PROXIMAL_MU", "TRAIN_LOSS", "GAN_LOSS", "HISTOGRAM_KEYS", "CONFUSION_KEYS",
     "TRAIN_PHASES", "SPLITS",
 ]
 
 # Record names inside a Message's RecordDict (``config`` and ``arrays`` are Flower's strategy defaults).
-CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD, SITE_RECORD, GENERATOR_RECORD = "config", "arrays", "metrics", "site", "generator"
+CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD, SITE_RECORD, GENERATOR_RECORD, PRIVACY_RECORD = (
+    "config", "arrays", "metrics", "site", "generator", "privacy")
 NUM_EXAMPLES = "num-examples"  # Flower's default aggregation weight (``weighted_by_key``)
 UNIT_WEIGHT = "unit-weight"  # the weight of uniform aggregation: every site 1
 PROXIMAL_MU = "proximal-mu"  # written by Flower's FedProx into every train config
@@ -61,11 +63,11 @@ def _convert(name: str, value: Any, kind: Any) -> Any:
     """``value`` as the field type ``kind``; MessageError names the field otherwise."""
     if isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind):
         return None if value is None else _convert(name, value, next(a for a in typing.get_args(kind) if a is not type(None)))
-    if kind is ModelSpec:
+    if kind in (ModelSpec, LocalDp):  # dataclasses that travel as one JSON string
         try:
-            return value if isinstance(value, ModelSpec) else ModelSpec.from_json(str(value))
+            return value if isinstance(value, kind) else kind.from_json(str(value))
         except (ValueError, KeyError, TypeError) as exc:
-            raise MessageError(f"{name}: not a model spec ({exc})") from None
+            raise MessageError(f"{name}: not a {'model spec' if kind is ModelSpec else 'local DP setting'} ({exc})") from None
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -99,7 +101,7 @@ class _Record:
             if f.metadata.get("spread"):
                 out.update(value)
             elif value is not None:
-                out[_key(f)] = value.to_json() if isinstance(value, ModelSpec) else value
+                out[_key(f)] = value.to_json() if isinstance(value, ModelSpec | LocalDp) else value
         return out
 
     @classmethod
@@ -145,6 +147,24 @@ class ModelSpec:
         return cls(student=dict(data["student"]), teacher=dict(data["teacher"]) if data["teacher"] else None, gan=dict(data["gan"]))
 
 
+@dataclass(frozen=True)
+class LocalDp:
+    """Patient-level DP-SGD at every site, as asked by the server (the site derives the rest)."""
+
+    target_epsilon: float  # the site's whole-run budget (all classifier rounds)
+    delta: float  # 0: 1 / (10 x the site's patients)
+    clipping_norm: float  # L2 bound of one patient's joint gradient (teacher + student + projectors)
+    noise_multiplier: float  # 0: from target_epsilon, delta and the planned steps
+    planned_rounds: int  # classifier rounds (stage A + B) the budget must last
+    accountant: str = "rdp"  # rdp | prv (Opacus)
+
+    def __post_init__(self) -> None:
+        if not (self.target_epsilon > 0 and 0 <= self.delta < 1 and self.clipping_norm > 0 and self.noise_multiplier >= 0
+                and self.planned_rounds >= 1 and self.accountant in ("rdp", "prv")):
+            raise ValueError(f"bad local DP setting {self}")
+    as_dict, to_json, from_json = ModelSpec.as_dict, ModelSpec.to_json, classmethod(lambda cls, text: cls(**json.loads(text)))
+
+
 # -- requests --------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class Request(_Record):
@@ -180,6 +200,7 @@ class RunFields(Request):
     preprocess_size: int  # cached preprocessed frame, px
     eval_batch_size: int = 64
     bins: int  # score-histogram bins of evaluation replies
+    local_dp: LocalDp | None = None  # None: no local DP
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -351,6 +372,19 @@ class NormStateReply(_Record):
     unit_weight: float = 1.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class PrivacyReport(_Record):
+    """A site's ledger entry (JSON, :mod:`server.privacy_ledger`); ``declined``: it refused the round (over budget)."""
+
+    ledger: str
+    declined: bool = False
+    reason: str = ""
+
+    def __post_init__(self) -> None:  # a ValueError (json's too) becomes a MessageError in from_record
+        if not isinstance(json.loads(self.ledger), dict):
+            raise ValueError(f"ledger: not a JSON object: {self.ledger:.60}")
+
+
 def wire_key(cls: type[_Record], name: str) -> str:
     """The wire key of field ``name`` of ``cls``."""
     return next(iter(wire(cls, **{name: None})))
@@ -358,9 +392,9 @@ def wire_key(cls: type[_Record], name: str) -> str:
 
 def wire_keys() -> set[str]:
     """Every key a message of this module puts on the wire (for the test that no other module spells one)."""
-    keys = {CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD, SITE_RECORD, GENERATOR_RECORD, NUM_EXAMPLES, UNIT_WEIGHT,
+    keys = {CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD, SITE_RECORD, GENERATOR_RECORD, PRIVACY_RECORD, NUM_EXAMPLES, UNIT_WEIGHT,
             PROXIMAL_MU, TRAIN_LOSS, GAN_LOSS, *HISTOGRAM_KEYS, *CONFUSION_KEYS}
-    for cls in (*_REQUESTS, TrainRequest, SiteInfo, TrainReply, EvaluateReply, SynthesizeReply, NormStateReply):
+    for cls in (*_REQUESTS, TrainRequest, SiteInfo, TrainReply, EvaluateReply, SynthesizeReply, NormStateReply, PrivacyReport):
         keys |= {_key(f) for f in dataclasses.fields(cls) if not f.metadata.get("spread")}
     return keys
 

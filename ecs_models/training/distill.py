@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ecs_models.training.dp_sgd import DpSgd
 from ecs_models.training.norm_stats import batch_norm_layers
 
 __all__ = [
@@ -115,14 +116,25 @@ def _standardise(target: torch.Tensor) -> torch.Tensor:
     return (target - mean) / (std + 1e-12)
 
 
+def _ce(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None, per_example: bool) -> torch.Tensor:
+    """Cross-entropy; ``per_example``: the batch mean of per-example weighted terms (PyTorch's
+    weighted mean divides by the batch's summed weights, which couples the examples)."""
+    if not per_example or weight is None:
+        return F.cross_entropy(logits, labels, weight=weight)
+    return (weight[labels] * F.cross_entropy(logits, labels, reduction="none")).mean()
+
+
 def distillation_backward(
-    model: DistillationModel, images: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None
+    model: DistillationModel, images: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None,
+    *, per_example: bool = False,
 ) -> dict[str, float]:
     """Backpropagate one batch's total loss into the parameters' ``.grad`` (accumulating, as
     ``total.backward()`` would) and return the loss and its parts.
 
     Args:
         images: float [B, C, S, S]; labels: int64 [B]; weight: per-class CE weights [K] or None.
+        per_example: make every term a batch mean of per-example terms that depend on that
+            example alone (DP-SGD: a per-example gradient must not depend on the rest of the batch).
 
     Returns:
         {"loss", "ce_student", "ce_teacher", "distill", "align"} as floats (just "loss" and
@@ -132,21 +144,22 @@ def distillation_backward(
         FloatingPointError: a non-finite loss (nothing is stepped; the caller zeroes the grads).
     """
     if not model.distills:
-        ce = F.cross_entropy(model.student(images), labels, weight=weight)
+        ce = _ce(model.student(images), labels, weight, per_example)
         _check_finite(ce, ce_student=ce)
         ce.backward()
         return {"loss": ce.item(), "ce_student": ce.item()}
     t_out = model.teacher.forward_with_maps(images)
-    ce_t = F.cross_entropy(t_out.logits, labels, weight=weight)
+    ce_t = _ce(t_out.logits, labels, weight, per_example)
     _check_finite(ce_t, ce_teacher=ce_t)
     for score_map in t_out.maps:
         score_map.retain_grad()
     with torch.no_grad():  # the alignment's target side (stop-gradient)
         z_t = F.normalize(model.teacher_projector(t_out.features), dim=-1)
     ce_t.backward()  # teacher parameter gradients and, on the maps, the distillation targets
-    targets = [_standardise(score_map.grad) for score_map in t_out.maps]
+    scale = len(labels) if per_example else 1  # the mean's 1/B off each example's target
+    targets = [_standardise(score_map.grad * scale) for score_map in t_out.maps]
     s_out = model.student.forward_with_maps(images)
-    ce_s = F.cross_entropy(s_out.logits, labels, weight=weight)
+    ce_s = _ce(s_out.logits, labels, weight, per_example)
     distill = sum(F.mse_loss(g_hat, target) for g_hat, target in zip(s_out.maps, targets, strict=True))
     z_s = F.normalize(model.student_predictor(model.student_projector(s_out.features)), dim=-1)
     align = (2 - 2 * (z_s * z_t).sum(dim=-1)).mean()
@@ -181,11 +194,14 @@ def stage_schedule(cfg: StageConfig, steps: int) -> Callable[[int], float]:
     return lambda step: _schedule(offset + step, span, warmup)
 
 
-def optimizer_groups(model: DistillationModel, cfg: StageConfig) -> list[dict]:
+def optimizer_groups(model: DistillationModel, cfg: StageConfig, *, gradient_only: bool = False) -> list[dict]:
     """Adam parameter groups: one at ``cfg.lr``, or, with ``cfg.teacher_lr`` and a teacher, the
     teacher and its projector at ``cfg.teacher_lr`` and everything else (student, its projector
-    and predictor) at ``cfg.lr``. Trainable parameters only."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    and predictor) at ``cfg.lr``. Trainable parameters only; ``gradient_only`` also leaves out the
+    teacher's projector, which no loss reaches (the alignment's stop-gradient side; DP-SGD would
+    only add noise to it)."""
+    frozen = {id(p) for p in model.teacher_projector.parameters()} if gradient_only and model.distills else set()
+    trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in frozen]
     if cfg.teacher_lr is None or not model.distills:
         return [{"params": trainable, "lr": cfg.lr}]
     teacher_ids = {id(p) for part in (model.teacher, model.teacher_projector) for p in part.parameters()}
@@ -202,15 +218,33 @@ def train_stage(
     labels_for_weights: Iterable[int] | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     log: Callable[[str], None] = print,
+    dp: DpSgd | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``cfg.epochs`` epochs; returns the mean loss parts per epoch.
 
     ``on_epoch_end(epoch, parts)`` runs after every epoch (validation and checkpointing live
-    there, in the caller). Batches are ``(images [B, C, S, S], labels [B])``.
+    there, in the caller). Batches are ``(images [B, C, S, S], labels [B])``. With ``dp`` the
+    stage runs DP-SGD (:mod:`ecs_models.training.dp_sgd`): the loader must yield Poisson batches
+    of one image per patient (possibly empty), its clip replaces ``cfg.grad_clip_norm``.
     """
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(optimizer_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(optimizer_groups(model, cfg, gradient_only=dp is not None), lr=cfg.lr,
+                                 weight_decay=cfg.weight_decay)
+    if dp is not None:
+        optimizer = dp.wrap(model, optimizer)
+    try:
+        return _epochs(model, train_loader, cfg, optimizer, params, device, labels_for_weights, on_epoch_end, log, dp)
+    finally:
+        if dp is not None:
+            dp.close()
+
+
+def _epochs(model: DistillationModel, train_loader: Iterable, cfg: StageConfig, optimizer: torch.optim.Optimizer,
+            params: list[nn.Parameter], device: torch.device, labels_for_weights: Iterable[int] | None,
+            on_epoch_end: Callable[[int, dict[str, float]], None] | None, log: Callable[[str], None],
+            dp: DpSgd | None) -> list[dict[str, float]]:
+    """The epochs of :func:`train_stage`."""
     steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader), cfg.max_steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, stage_schedule(cfg, max(1, cfg.epochs * steps_per_epoch)))
     weight = None
@@ -232,10 +266,13 @@ def train_stage(
             images, labels = images.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
             try:
-                parts = distillation_backward(model, images, labels, weight)
+                parts = distillation_backward(model, images, labels, weight, per_example=dp is not None) if len(labels) else {}
             except FloatingPointError as exc:
                 raise FloatingPointError(f"epoch {epoch} step {step}: {exc}") from None
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
+            if dp is None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
+            else:
+                dp.fill_missing(len(labels))  # an empty Poisson batch still clips (nothing), adds noise, is accounted
             optimizer.step()
             scheduler.step()
             for key, value in parts.items():
