@@ -41,7 +41,7 @@ DARK_FLOOR_LEVELS = 0.1 * 255.0  # a dark mark must be above the black of fluid 
 TOLERANCE_LEVELS = (2.0, 16.0)  # bounds of the band around the marks' level
 LABEL_MIN_GLYPHS = 4  # tall pieces on one text line: "D1 8.4 mm" has six or seven
 LABEL_GAP_HEIGHTS = 3.0  # gap between neighbouring glyphs, in glyph heights (a space, a broken "1")
-LABEL_REACH_ARMS = 16  # the label's line must come this close to a mark, in arm lengths
+LABEL_REACH_ARMS = 8  # the label's line must come this close to a mark, in arm lengths (twice as far, speckle formed lines)
 _MIN_GLYPH_HEIGHT = 4  # px; shorter pieces ('.', '-', fragments) join a line but cannot found one
 
 
@@ -246,10 +246,10 @@ def detect_caliper_marks(gray: np.ndarray, background: np.ndarray) -> np.ndarray
         # three standard deviations of the marks' own pixels: the compression's spread (0 if lossless)
         tolerance = float(np.clip(3.0 * pixels.std(), *TOLERANCE_LEVELS))
         polarity = group[0].polarity
-        # the label must come within `reach` of a mark; its line may run on for as long again
+        # the label must come within `reach` of a mark; its line may run on for three times as long
         reach = LABEL_REACH_ARMS * max(m.arm for m in group)
-        y0, x0 = max(min(m.row for m in group) - 2 * reach, 0), max(min(m.col for m in group) - 2 * reach, 0)
-        window = (slice(y0, max(m.row for m in group) + 2 * reach + 1), slice(x0, max(m.col for m in group) + 2 * reach + 1))
+        y0, x0 = max(min(m.row for m in group) - 4 * reach, 0), max(min(m.col for m in group) - 4 * reach, 0)
+        window = (slice(y0, max(m.row for m in group) + 4 * reach + 1), slice(x0, max(m.col for m in group) + 4 * reach + 1))
         local, local_contrast = levels[window], contrast[window]
         extreme = ndimage.maximum_filter if polarity == 1 else ndimage.minimum_filter
         # at the level, standing out, and no neighbour beyond the level (the flank of a brighter speckle)
