@@ -35,6 +35,7 @@ __all__ = [
     "evaluate",
     "evaluate_groups",
     "midrank_auc",
+    "roc_points",
     "delong_test",
     "reliability_curve",
     "expected_calibration_error",
@@ -191,6 +192,25 @@ def evaluate_groups(groups: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence]
         patients = [f"{name}/{p}" for name, g in kept for p in g[2]]
         out[pooled] = evaluate(labels, scores, patients, threshold, **bootstrap)
     return out
+
+
+def roc_points(labels: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
+    """The empirical ROC curve: one point per distinct score, from (0, 0) to (1, 1).
+
+    Returns ``fpr`` and ``tpr`` float [K + 1] (non-decreasing) and ``threshold`` [K + 1] (the
+    point at ``threshold[i]`` calls ``score >= threshold[i]`` positive; the first is +inf). The
+    trapezoid area under it equals :func:`midrank_auc`. Needs both classes.
+    """
+    labels, scores = _arrays(labels, scores)
+    m, n = int(labels.sum()), int(len(labels) - labels.sum())
+    if not m or not n:
+        raise ValueError(f"an ROC curve needs both classes, got {m} positive and {n} negative")
+    order = np.argsort(-scores, kind="mergesort")
+    ranked = scores[order]
+    last = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), len(ranked) - 1]
+    tp = np.cumsum(labels[order])[last]
+    fp = (last + 1) - tp
+    return {"fpr": np.r_[0.0, fp / n], "tpr": np.r_[0.0, tp / m], "threshold": np.r_[np.inf, ranked[last]]}
 
 
 # ---------------------------------------------------------------- DeLong's test

@@ -23,6 +23,7 @@ from ecs_models import create_model
 from ecs_models.complexity import complexity_report
 from simulations.centralized.run import ensure_cohort, fill_cache, finished_run, run_training
 from simulations.cli_errors import user_errors
+from simulations.report.build import report_after_run
 
 REPORT_SIZE = 320  # input size at which the table reports cost (the paper's LSNet input)
 
@@ -164,10 +165,12 @@ def _main(cfg: DictConfig) -> None:
             pooled = metrics["held_out"].get("pooled", {})
             _log(f"held-out: sensitivity {pooled.get('sensitivity', float('nan')):.3f}, specificity "
                  f"{pooled.get('specificity', float('nan')):.3f}, AUC {pooled.get('auc', float('nan')):.3f} -> {run_dir}")
+            report_after_run(run_dir, _log)  # report.html; a failing report is logged, the run stands
             return
         results, cfgs = train_variants(cfg, run_dir, _log)
         (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
         _log(summarise(results, cfgs, run_dir))
+        report_after_run(run_dir, _log)
 
 
 def main() -> None:

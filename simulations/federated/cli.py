@@ -9,6 +9,7 @@ centralized baselines and writes one table: :mod:`simulations.federated.compare`
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -16,6 +17,7 @@ from omegaconf import DictConfig
 
 from simulations.cli_errors import user_errors
 from simulations.federated.simulate import simulate
+from simulations.report.build import report_after_run
 
 
 def _log(message: str) -> None:
@@ -31,6 +33,9 @@ def _main(cfg: DictConfig) -> None:
             code = run_compare(cfg, list(HydraConfig.get().overrides.task), _log)
         else:
             code = simulate(cfg, list(HydraConfig.get().overrides.task))
+        run_dir = Path(str(cfg.run_dir)).resolve()
+        if (run_dir / "metrics.json").is_file() or (run_dir / "results.json").is_file():
+            report_after_run(run_dir, _log)  # report.html; a failing report is logged, the exit code stays
     if code:
         sys.exit(code)
 

@@ -1,0 +1,201 @@
+"""The report's sections from the run's own files: configuration and versions, cohort, rounds,
+per-center results, comparison tables, privacy, model cost and images. Each function returns
+``(anchor, title, body HTML)``; a section says what is missing rather than disappearing."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from simulations.report.figures import image_uri, round_curves, tile_grid
+from simulations.report.html import esc, figure, markdown, note, num, table
+from simulations.report.run_files import RunFiles
+
+__all__ = ["configuration", "cohort", "rounds", "per_center", "comparison", "privacy", "cost", "images"]
+
+Section = tuple[str, str, str]
+KEY_CONFIG = ("experiment_name", "seed", "mode", "strategy", "rounds", "local", "training", "model", "privacy",
+              "distillation", "synthesis", "cohort_dir", "held_out_centers")
+
+
+def configuration(run: RunFiles) -> Section:
+    cfg = run.config
+    rows = [(k, json.dumps(cfg[k], default=str)[:300]) for k in KEY_CONFIG if k in cfg]
+    versions = run.versions or {}
+    body = table(["setting", "value"], rows) if rows else note("No resolved configuration in this folder.")
+    if versions:
+        body += "<h3>Versions (recorded by the run)</h3>" + table(["component", "version"], sorted(versions.items()))
+    else:
+        body += note(f"This run recorded no versions.json; the report was built with Python {platform.python_version()}, "
+                     f"numpy {np.__version__}.")
+    if cfg:
+        body += f"<details><summary>Full resolved configuration</summary><pre>{esc(yaml.safe_dump(cfg, sort_keys=False))}</pre></details>"
+    return "config", "Configuration and versions", body
+
+
+def cohort(run: RunFiles) -> Section:
+    if run.cohort is None:
+        return "cohort", "Cohort", note("The run's cohort folder is not reachable from here (moved or deleted): "
+                                        "sizes, prevalence and scanners cannot be shown.", "warn")
+    rows = []
+    for c in run.cohort.get("centers", []):
+        n, pos = c.get("us_patients", 0), c.get("us_positives", 0)
+        rows.append((c["name"], c.get("role", ""), c.get("us_files", ""), n, pos, num(pos / n if n else None),
+                     c.get("scanner") or "", c.get("mr_patients", 0), c.get("mri") or "none"))
+    head = ["center", "role", "US files", "US patients", "positives", "prevalence", "scanner", "MR patients", "MRI"]
+    text = (f"Cohort {esc(run.cohort.get('name', ''))} (seed {esc(run.cohort.get('seed', ''))}, fingerprint "
+            f"{esc(str(run.cohort.get('fingerprint', ''))[:12])}) in {esc(run.cohort_dir)}. Prevalence: patients with "
+            "any myometrial invasion among ultrasound patients.")
+    return "cohort", "Cohort per center", f"<p>{text}</p>" + table(head, rows)
+
+
+def rounds(run: RunFiles) -> Section:
+    if run.kind != "federated":
+        history = (run.metrics or {}).get("history") or []
+        rows = [(h.get("stage"), h.get("epoch"), num(h.get("val_auc")), num(h.get("val_sensitivity")),
+                 num(h.get("val_specificity"))) for h in history]
+        body = (table(["stage", "epoch", "val AUC", "val sensitivity", "val specificity"], rows) if rows
+                else note("No training history recorded."))
+        return "rounds", "Training curve (pooled validation, per epoch)", body
+    uri = round_curves(run.rounds)
+    phases = {}
+    for r in run.rounds:
+        p = phases.setdefault(r["phase"], [0, 0.0, 0, 0])
+        p[0] += 1
+        p[1] += r.get("seconds", 0.0)
+        p[2] += len(r.get("failed") or {})
+        p[3] += not r.get("aggregated", True)
+    body = figure(uri, "Validation AUC, sensitivity (at each round's threshold) and specificity per center and "
+                  "pooled (black), after each global round; dotted: the selected round.", "per-round validation curves")
+    body += table(["phase", "rounds", "seconds", "failures", "void rounds"],
+                  [(k, v[0], num(v[1], 1), v[2], v[3]) for k, v in phases.items()])
+    return "rounds", "Per-round curves per center", body
+
+
+def _center_rows(run: RunFiles) -> list[tuple[str, str, dict]]:
+    m = run.metrics or {}
+    if run.kind == "federated":
+        out = [(c["center"], c["role"], c) for c in m.get("centers", [])]
+        out += [(label, "pooled", m[key]) for key, label in (("internal_test", "pooled internal test"),
+                                                                ("held_out", "pooled held-out")) if m.get(key)]
+        return out
+    out = []
+    for key, role in (("internal_test", "train (test split)"), ("held_out", "held_out")):
+        for center, metrics in (m.get(key) or {}).items():
+            name = f"pooled {'internal test' if key == 'internal_test' else 'held-out'}" if center == "pooled" else center
+            out.append((name, "pooled" if center == "pooled" else role, metrics))
+    return out
+
+
+def per_center(run: RunFiles, intervals: dict[str, dict] | None) -> Section:
+    """The run's own figures per center at its operating point; ``intervals`` (center -> the
+    report's :func:`ecs_models.evaluation.evaluate` of the bundle's raw scores) adds 95 % CIs."""
+    metrics = ("auc", "sensitivity", "specificity", "ppv", "npv", "f1")
+    rows = []
+    for name, role, m in _center_rows(run):
+        if "error" in m:
+            rows.append((name, role, f"error: {m['error']}", *[""] * (len(metrics) + 1)))
+            continue
+        rows.append((name, role, m.get("n"), m.get("positives"), *[num(m.get(k)) for k in metrics]))
+    thr = (run.metrics or {}).get("threshold")
+    body = (f"<p>At the operating point chosen on validation data only: threshold {num(thr, 4)} "
+            f"(rule: {esc(((run.metrics or {}).get('operating_point') or {}).get('rule', 'sensitivity-first'))}).</p>")
+    body += table(["center", "role", "n images", "positives", "AUC", "sensitivity", "specificity", "PPV", "NPV", "F1"], rows)
+    if intervals:
+        def cell(e: dict, k: str) -> str:
+            ci = e["ci"][k]
+            return f"{num(ci['value'])} [{num(ci['ci_low'])}, {num(ci['ci_high'])}]"
+        rows = [(c, e["n"], e["n_patients"], e["positives"], cell(e, "auc"), cell(e, "sensitivity"), cell(e, "specificity"),
+                 num(e["ece"])) for c, e in intervals.items()]
+        body += "<h3>Held-out centers, exported model rescored, 95 % patient-bootstrap intervals</h3>"
+        body += table(["center", "images", "patients", "positives", "AUC", "sensitivity", "specificity", "ECE"], rows)
+    return "centers", "Results per center", body
+
+
+def comparison(run: RunFiles) -> Section | None:
+    if run.kind not in ("comparison", "ablation"):
+        return None
+    body = markdown(run.table_md) if run.table_md else note("No table.md in this folder.")
+    if (run.dir / "compare.png").is_file():
+        from PIL import Image
+
+        body += figure(image_uri(Image.open(run.dir / "compare.png")), "Held-out AUC per arm, one dot per seed.", "comparison plot")
+    title = "Comparison (FLamby protocol)" if run.kind == "comparison" else "Ablation table"
+    return "comparison", title, body
+
+
+def privacy(run: RunFiles) -> Section:
+    if run.privacy is None:
+        return "privacy", "Privacy", note("No privacy record (privacy.json) in this run: no privacy mechanism is "
+                                          "recorded, so treat it as having none.", "warn")
+    p = run.privacy
+    entries = [(f"site {k}", v) for k, v in (p.get("sites") or {}).items()] + ([("central", p["central"])] if p.get("central") else [])
+    if not entries:
+        body = note("No privacy mechanism: no clipping, no noise, no accountant in this run.", "warn")
+    else:
+        rows = [(name, e.get("mechanism", ""), e.get("accountant", ""), num(e.get("epsilon")), e.get("delta", p.get("delta")),
+                 e.get("noise_multiplier", ""), e.get("clip", e.get("clipping_norm", ""))) for name, e in entries]
+        body = table(["entry", "mechanism", "accountant", "epsilon", "delta", "noise multiplier", "clip"], rows)
+    body += f"<p>Unit: {esc(p.get('unit', 'n/a'))}; delta: {esc(p.get('delta'))}.</p>"
+    if run.privacy_md:
+        body += f"<details><summary>privacy.md (the run's statement)</summary>{markdown(run.privacy_md)}</details>"
+    return "privacy", "Privacy", body
+
+
+def cost(run: RunFiles, size: int | None) -> Section:
+    m = run.metrics or {}
+    c = m.get("complexity")
+    rows = []
+    if c:
+        rows.append(("student, as trained", c.get("input_shape", size), num(c.get("params", 0) / 1e6, 3), num(c.get("gmacs"), 4)))
+    if (m.get("teacher") or {}).get("complexity"):
+        t = m["teacher"]["complexity"]
+        rows.append(("teacher", t.get("input_shape", size), num(t.get("params", 0) / 1e6, 3), num(t.get("gmacs"), 4)))
+    body = table(["model", "input", "params (M)", "GMACs"], rows) if rows else note(
+        "This run did not record its model's parameter and multiply-add counts (federated runs do not); "
+        "ecs_models.complexity.complexity_report counts them for any model.")
+    onnx = run.bundle_dir / "lsnet.onnx" if run.bundle_dir else None
+    if onnx is not None and onnx.is_file():
+        body += f"<p>Exported ONNX model: {onnx.stat().st_size / 1e6:.2f} MB, input {esc(size)} px.</p>"
+    body += note("Latency is not measured by a training run; per-image CPU latency of the exported models is in "
+                 "docs/benchmarks.md (benchmarks/bench_screen.py, bench_latency.py).")
+    return "cost", "Model cost", body
+
+
+def images(run: RunFiles) -> Section:
+    """Real MRI and real ultrasound of a training center (the contact sheet), synthetic ultrasound
+    when the run kept it (``synthetic.npz``)."""
+    parts, missing = [], []
+    center_dir = _center_with_mri(run)
+    if center_dir is not None:
+        from simulations.cohort.contact_sheet import center_contact_sheet
+
+        sheet = center_contact_sheet(center_dir, per_class=3)
+        parts.append(figure(image_uri(sheet), f"Real ultrasound (top rows) and real T2 MRI (bottom rows) of center "
+                            f"{center_dir.name}, negatives and positives, as the data layer decodes them.", "real images"))
+    else:
+        missing.append("real MRI and ultrasound (cohort not reachable or no center with MRI)")
+    synthetic = run.dir / "synthetic.npz"
+    if synthetic.is_file():
+        with np.load(synthetic) as data:
+            tiles = [(img, f"synthetic US, label {int(y)}") for img, y in zip(data["images"][:8], data["labels"][:8], strict=True)]
+        parts.append(figure(tile_grid(tiles, columns=8), "SG-CycleGAN ultrasound synthesized from the training centers' "
+                            "MRI (what stage A trained on).", "synthetic ultrasound"))
+    else:
+        missing.append("synthetic ultrasound (federated runs and runs without synthesis keep none)")
+    if missing:
+        parts.append(note("Not shown: " + "; ".join(missing) + "."))
+    return "images", "Images: real MRI, synthetic ultrasound, real ultrasound", "".join(parts)
+
+
+def _center_with_mri(run: RunFiles) -> Path | None:
+    if run.cohort is None or run.cohort_dir is None:
+        return None
+    for c in run.cohort.get("centers", []):
+        if c.get("role") == "train" and c.get("mr_patients", 0) > 0 and (run.cohort_dir / c["name"] / "manifest.csv").is_file():
+            return run.cohort_dir / c["name"]
+    return None
