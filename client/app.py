@@ -9,6 +9,10 @@ Train and evaluate replies carry only model arrays and aggregate metrics, always
 loop; ``client-seconds``: the whole handler, arrays in to reply built). An exception becomes an error reply (Flower's), which the server logs and
 leaves out of the round.
 
+Local DP (``local_dp`` in the request): train and evaluate replies add the record ``privacy``
+(the site's ledger entry); a round that would exceed the site's budget gets a typed decline
+(``privacy`` with ``declined``, no arrays), not an error.
+
 Simulated transient failures (simulation only): the run config's ``faults`` is a JSON object
 ``{center: {"drop_p": p, "delay_s": s}}``; a train message is dropped (error reply) with
 probability ``p``, drawn from (seed, center, round) so reruns repeat it, and answered ``s``
@@ -31,12 +35,14 @@ from protocol.messages import (
     CONFIG_RECORD,
     GENERATOR_RECORD,
     METRICS_RECORD,
+    PRIVACY_RECORD,
     SITE_RECORD,
     ClassifierTrain,
     Evaluate,
     GanTrain,
     InfoQuery,
     NormStateQuery,
+    PrivacyReport,
     Request,
     Synthesize,
     parse_request,
@@ -70,10 +76,12 @@ def _inject_faults(site: task.Site, request: Request, context: Context) -> None:
     time.sleep(float(spec.get("delay_s", 0.0)))
 
 
-def _reply(msg: Message, arrays: dict | None, metrics: dict) -> Message:
+def _reply(msg: Message, arrays: dict | None, metrics: dict, privacy: PrivacyReport | None = None) -> Message:
     content = RecordDict({METRICS_RECORD: MetricRecord(metrics)})
     if arrays is not None:
         content[ARRAYS_RECORD] = ArrayRecord(arrays)
+    if privacy is not None:
+        content[PRIVACY_RECORD] = ConfigRecord(privacy.to_record())
     return Message(content=content, reply_to=msg)
 
 
@@ -87,11 +95,14 @@ def train(msg: Message, context: Context) -> Message:
     if isinstance(request, GanTrain):
         arrays, reply = task.train_gan_round(site, state, request)
     elif isinstance(request, ClassifierTrain):
-        arrays, reply = task.train_classifier_round(site, state, request)
+        try:
+            arrays, reply = task.train_classifier_round(site, state, request)
+        except task.privacy.BudgetExhausted as declined:  # over budget: a typed decline, no arrays
+            return _reply(msg, None, {}, declined.report)
     else:
         raise ValueError(f"a train message with phase {request.phase!r}")
     metrics = replace(reply, client_seconds=time.perf_counter() - started).to_record()  # handler: arrays in, work, arrays out
-    return _reply(msg, arrays, metrics)
+    return _reply(msg, arrays, metrics, task.privacy_report(site, request))
 
 
 @app.evaluate()
@@ -101,7 +112,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     if not isinstance(request, Evaluate):
         raise ValueError(f"an evaluate message with phase {request.phase!r}")
     reply = task.evaluate_split(site, msg.content[ARRAYS_RECORD].to_torch_state_dict(), request)
-    return _reply(msg, None, reply.to_record())
+    return _reply(msg, None, reply.to_record(), task.privacy_report(site, request))
 
 
 @app.query()

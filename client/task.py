@@ -41,7 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
+from client import privacy
 from client.cohort import cohort_centers
 from client.data.labels import read_label_file
 from client.data.preprocess import PreprocessConfig
@@ -57,6 +59,7 @@ from ecs_models.training.data import (
     synthetic_dataset,
 )
 from ecs_models.training.distill import StageConfig, predict_scores, train_stage
+from ecs_models.training.dp_sgd import DpSgd, PrivacyAccount
 from ecs_models.training.runtime import resolve_device, seed_everything
 from protocol.messages import (
     ClassifierTrain,
@@ -65,6 +68,8 @@ from protocol.messages import (
     GanTrain,
     NormStateQuery,
     NormStateReply,
+    PrivacyReport,
+    RunFields,
     SiteInfo,
     Synthesize,
     SynthesizeReply,
@@ -83,6 +88,7 @@ __all__ = [
     "train_classifier_round",
     "evaluate_split",
     "local_norm_state",
+    "privacy_report",
 ]
 
 SPLITS = {"train": ["train"], "val": ["val"], "test": ["test"], "all": ["train", "val", "test", ""]}
@@ -258,7 +264,7 @@ def train_classifier_round(site: Site, global_state: State, request: ClassifierT
     store = site.store(request.run_key)
     _load(model, global_state, store.load("norm") if fedbn else None)
     real = _us(site, "train", request.preprocess_size)
-    data = real
+    data, synthetic = real, None
     n_synthetic = 0
     sha = request.generator_sha256
     if phase == "stage_a" and sha and store.exists(f"synthetic-{sha[:16]}"):
@@ -274,19 +280,52 @@ def train_classifier_round(site: Site, global_state: State, request: ClassifierT
                         max_steps_per_epoch=request.max_steps_per_epoch or None, schedule_span=(phase_round - 1, phase_rounds),
                         frozen_norm_stats=norm_stats_frozen(phase_round, phase_rounds, request.freeze_norm_stats),
                         teacher_lr=request.teacher_lr or None)
-    loader = make_loader(TransformedImages(data, request.img_size, train=True), request.batch_size, shuffle=True, generator=generator)
+    images = TransformedImages(data, request.img_size, train=True)
+    loader, dp, account = make_loader(images, request.batch_size, shuffle=True, generator=generator), None, None
+    if request.local_dp is not None:
+        loader, dp, account = _private(site, request, images, real, synthetic, seed)
     device = resolve_device(request.device)
     train_start = time.perf_counter()
     with proximal_term(model, request.proximal_mu):
-        history = train_stage(model, loader, stage, device=device, labels_for_weights=dataset_labels(real), log=lambda _m: None)
+        history = train_stage(model, loader, stage, device=device, labels_for_weights=dataset_labels(real), log=lambda _m: None,
+                              dp=dp)
     train_seconds = time.perf_counter() - train_start
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     shared, local = split_norm(state, keys)
     if fedbn:
         store.save("norm", local)
+    if account is not None:
+        privacy.save_account(site, request.run_key, account)
+        history = []  # training losses of private data are not released under DP
     losses = {f"train-{k}": float(v) for k, v in (history[-1] if history else {}).items()}
     return shared, TrainReply(num_examples=float(len(data)), synthetic_images=float(n_synthetic), losses=losses,
                               seconds=time.perf_counter() - start, train_seconds=train_seconds)
+
+
+def _private(site: Site, request: ClassifierTrain, images: TransformedImages, real, synthetic,  # noqa: ANN001
+             seed: int) -> tuple[DataLoader, DpSgd, PrivacyAccount]:
+    """DP-SGD of one round (:mod:`client.privacy`): the Poisson patient loader, the wrapper, the
+    site's accountant. Raises ``BudgetExhausted`` when the round would exceed the budget."""
+    if request.proximal_mu > 0:
+        raise ValueError("FedProx's proximal term acts on .grad, which DP-SGD replaces: not supported with local DP")
+    patients = list(real.patient_ids)
+    if synthetic is not None:  # a synthetic image is an example of the patient whose MRI it came from
+        mri = _gan_images(site, "MR", int(request.model_spec.gan["image_size"])).patient_ids
+        patients += [mri[i] for i in getattr(synthetic, "indices", range(len(synthetic)))]
+    account = privacy.load_account(site, request.run_key, request.local_dp)
+    secret = privacy.secret_seed(site, request.run_key, seed)  # sampling and noise the server cannot predict
+    loader, q, _steps = privacy.private_round(
+        account, request.local_dp, images, patients, len(set(real.patient_ids)), batch_size=request.batch_size,
+        epochs=request.local_epochs, max_steps=request.max_steps_per_epoch or None,
+        generator=torch.Generator().manual_seed(secret))
+    return loader, DpSgd(account, sample_rate=q, expected_batch_size=q * len(set(patients)), seed=secret + 1), account
+
+
+def privacy_report(site: Site, request: RunFields) -> PrivacyReport | None:
+    """The site's current ledger entry under local DP (None without)."""
+    if request.local_dp is None:
+        return None
+    return privacy.report(privacy.load_account(site, request.run_key, request.local_dp))
 
 
 def evaluate_split(site: Site, global_state: State, request: Evaluate) -> EvaluateReply:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from ecs_models.training.distill import StageConfig
 from protocol.messages import ClassifierTrain, GanTrain, ModelSpec, TrainRequest
 from server.config import held_out_centers
+from server.local_dp import check_local_dp, local_dp
 from server.privacy import RunPrivacy
 from server.sites import Sites
 from server.store import RunStore
@@ -67,6 +68,7 @@ class RunContext:
         self.held_out = held_out_centers(cfg)
         self.spec = StrategySpec.from_config(OmegaConf.to_container(cfg.strategy, resolve=True))
         self.privacy = RunPrivacy(OmegaConf.to_container(cfg.privacy, resolve=True), self.spec)  # refuses what DP cannot protect
+        check_local_dp(cfg)
         self.models = model_spec(cfg)
         self.timeout = float(cfg.participation.round_timeout_s)
         self.run_key = Path(str(cfg.run_dir)).resolve().name + f"-seed{int(cfg.seed)}"
@@ -86,7 +88,7 @@ class RunContext:
         tr = self.cfg.training
         return {"seed": int(self.cfg.seed), "run_key": self.run_key, "model_spec": self.models, "device": str(self.cfg.device),
                 "fedbn": self.spec.fedbn, "img_size": int(tr.img_size), "preprocess_size": int(tr.preprocess_size),
-                "eval_batch_size": int(tr.eval_batch_size), "bins": int(self.cfg.histogram_bins)}
+                "eval_batch_size": int(tr.eval_batch_size), "bins": int(self.cfg.histogram_bins), "local_dp": local_dp(self.cfg)}
 
     def train_request(self, phase: str) -> TrainRequest:
         """The phase's train message; the strategy sets each round's number and learning rate."""

@@ -22,11 +22,12 @@ from ecs_models.build import build_classifier, build_gan
 from ecs_models.training.binned_metrics import binned_metrics, binned_threshold
 from ecs_models.training.metrics import CheckpointSelector
 from protocol.messages import GAN_LOSS, NUM_EXAMPLES, TRAIN_LOSS, Evaluate
+from server import local_dp
 from server.context import RunContext, fmt, rng_state, to_numpy, to_record, torch_state
 from strategies.central_dp import num_sampled
 from strategies.factory import build_strategy
 from strategies.fedbn import norm_keys
-from strategies.wrapper import RoundReport, SiteAwareStrategy
+from strategies.wrapper import RoundReport, SiteAwareStrategy, SitesDeclined
 
 __all__ = ["SimulatedServerCrash", "plan", "fresh_state", "run_phase"]
 
@@ -82,6 +83,7 @@ def _round_config(ctx: RunContext, phase: str) -> Callable[[int], dict]:
 
 def _on_round_end(ctx: RunContext, strategy: SiteAwareStrategy, report: RoundReport, arrays: ArrayRecord) -> None:
     """Keep the round's arrays, update the checkpoint rule, persist the round, print it."""
+    local_dp.record_round(ctx.privacy.ledger, report, ctx.log)
     state = ctx.state
     key = "gan_arrays" if report.phase == "gan" else "model_arrays"
     state[key] = to_numpy(arrays)
@@ -125,6 +127,8 @@ def _print_round(ctx: RunContext, report: RoundReport, selected: bool) -> None:
         parts.append(f"failed: {', '.join(sorted(report.failed))}")
     if report.rejected:
         parts.append(f"rejected: {', '.join(sorted(report.rejected))}")
+    if report.declined:
+        parts.append(f"declined (privacy budget): {', '.join(sorted(report.declined))}")
     ctx.log(" | ".join(parts))
     for center in sorted(set(report.sampled) | set(report.val)):
         train = report.train.get(center, {})
@@ -169,13 +173,26 @@ def run_phase(ctx: RunContext, phase: str, rounds: int) -> None:
     if not train_nodes:
         ctx.log(f"[ecs] {phase}: no site can train this phase; skipped")
         return
-    if done < rounds:
-        strategy = _strategy(ctx, phase, train_nodes, done)
+    k = min(int(ctx.cfg.participation.min_train_replies), len(train_nodes))
+    while done < rounds and not ctx.privacy.stopped:
+        nodes = local_dp.eligible(ctx.privacy.ledger, sites.centers, train_nodes)
+        if len(nodes) < k:  # local DP: too few sites have budget left; the run ends with the model it has
+            ctx.privacy.budget_exhausted(f"{phase} round {done + 1}: {len(nodes)} site(s) within their local DP budget, "
+                                         f"k = {k} needed (exhausted: {local_dp.exhausted(ctx.privacy.ledger)})")
+            ctx.log(f"[ecs] {ctx.privacy.stopped}; no more training")
+            break
+        strategy = _strategy(ctx, phase, nodes, done)
         key = "gan_arrays" if phase == "gan" else "model_arrays"
         evaluate = Evaluate(**ctx.run_fields(), split="val")
-        strategy.start(ctx.grid, to_record(ctx.state[key]), num_rounds=rounds - done, timeout=ctx.timeout,
-                       train_config=ConfigRecord(ctx.train_request(phase).to_record()),
-                       evaluate_config=ConfigRecord(evaluate.to_record()), evaluate_fn=strategy.evaluate_fn)
+        try:
+            strategy.start(ctx.grid, to_record(ctx.state[key]), num_rounds=rounds - done, timeout=ctx.timeout,
+                           train_config=ConfigRecord(ctx.train_request(phase).to_record()),
+                           evaluate_config=ConfigRecord(evaluate.to_record()), evaluate_fn=strategy.evaluate_fn)
+        except SitesDeclined as exc:  # the phase goes on (resumed from its last round) without them
+            ctx.log(f"[ecs] {exc} (privacy budget); {phase} continues without them")
+            done = ctx.state["phase_round"] if ctx.state["phase"] == phase else 0
+            continue
+        break
     ctx.state["completed"].append(phase)
     ctx.state.update(phase=phase, phase_round=rounds, strategy=None)
     ctx.store.save_checkpoint(ctx.state)

@@ -29,6 +29,10 @@ adds, without copying the round loop:
   resumed after round k continues as round k + 1 for the inner strategy (FedAdam's bias
   correction depends on it) and for the clients' seeds; :meth:`state_dict` /
   :meth:`load_state_dict` carry the inner strategy's state (server optimizer moments).
+* **Local DP.** A site's ``privacy`` record (its ledger entry) is kept per round
+  (``RoundReport.privacy``); a site that declines a round over its budget is listed in
+  ``declined``, and the next round raises :class:`SitesDeclined` so that the phase runner
+  restarts the phase without it.
 * **Checkpoint hook.** :meth:`evaluate_fn` is passed to ``Strategy.start`` as its
   ``evaluate_fn``: after every round it hands a :class:`RoundReport` and the new global arrays
   to ``on_round_end`` (the ServerApp persists the round there).
@@ -36,6 +40,7 @@ adds, without copying the round loop:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -49,17 +54,30 @@ from flwr.serverapp.strategy.fedopt import FedOpt
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from ecs_models.training.binned_metrics import DEFAULT_BINS, binned_metrics
-from protocol.messages import CONFUSION_KEYS, Evaluate, EvaluateReply, TrainRequest, wire
+from protocol.messages import (
+    CONFUSION_KEYS,
+    PRIVACY_RECORD,
+    Evaluate,
+    EvaluateReply,
+    MessageError,
+    PrivacyReport,
+    TrainRequest,
+    wire,
+)
 from strategies.grids import NodeSubsetGrid, TrainGuardGrid, TrainMessageRefused
 from strategies.validation import Rejection, evaluate_problem, validate_train_replies
 
-__all__ = ["RoundReport", "SiteAwareStrategy", "TooManyFailedRounds", "TrainMessageRefused", "center_metrics", "pool_evaluations"]
+__all__ = ["RoundReport", "SiteAwareStrategy", "SitesDeclined", "TooManyFailedRounds", "TrainMessageRefused", "center_metrics", "pool_evaluations"]
 
 logger = logging.getLogger(__name__)
 
 
 class TooManyFailedRounds(RuntimeError):
     """More consecutive rounds without ``min_train_replies`` valid replies than allowed."""
+
+
+class SitesDeclined(RuntimeError):
+    """Sites declined the last round (local DP budget): the phase goes on without them."""
 
 
 @dataclass
@@ -74,6 +92,8 @@ class RoundReport:
     answered: list[str] = field(default_factory=list)  # valid and aggregated
     failed: dict[str, str] = field(default_factory=dict)  # center -> error / "no reply"
     rejected: dict[str, str] = field(default_factory=dict)  # center (+ " (evaluate)") -> validation reason
+    declined: dict[str, str] = field(default_factory=dict)  # center -> why (local DP: over its budget)
+    privacy: dict[str, dict] = field(default_factory=dict)  # center -> its latest ledger entry (local DP)
     aggregated: bool = False
     train: dict[str, dict[str, float]] = field(default_factory=dict)  # center -> train metrics
     train_pooled: dict[str, float] = field(default_factory=dict)
@@ -89,7 +109,7 @@ class RoundReport:
     started: float = 0.0
 
     def to_json(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k not in ("val_histograms", "started")}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("val_histograms", "started", "privacy")}
         return out
 
 
@@ -169,6 +189,7 @@ class SiteAwareStrategy(Strategy):
         self.threshold = float(threshold)
         self.on_round_end = on_round_end
         self.failed_rounds = 0
+        self.declined: dict[int, str] = {}  # node -> reason, this strategy's lifetime
         self._sent: dict[str, np.ndarray] | None = None
         self._report: RoundReport | None = None
         self._evaluate_started: float | None = None
@@ -183,6 +204,18 @@ class SiteAwareStrategy(Strategy):
     def _new_report(self, server_round: int) -> RoundReport:
         phase_round = self._round(server_round)
         return RoundReport(self.phase, phase_round, self.global_round_base + phase_round, started=time.perf_counter())
+
+    def _privacy(self, report: RoundReport, center: str, content: RecordDict) -> PrivacyReport | None:
+        """The reply's ledger entry into ``report.privacy`` (a malformed one: rejected, None)."""
+        if PRIVACY_RECORD not in content.config_records:
+            return None
+        try:
+            privacy = PrivacyReport.from_record(content[PRIVACY_RECORD])
+        except MessageError as exc:
+            report.rejected[center] = f"privacy record: {exc}"
+            return None
+        report.privacy[center] = json.loads(privacy.ledger)
+        return privacy
 
     def _record_train_centers(self, node_ids: list[int]) -> None:
         if self._report is not None:
@@ -200,6 +233,8 @@ class SiteAwareStrategy(Strategy):
         self.inner.summary()
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        if self.declined:
+            raise SitesDeclined(f"{sorted(map(self._center, self.declined))} declined round {self._round(server_round) - 1}")
         report = self._report = self._new_report(server_round)
         extra = self.round_config(report.round) if self.round_config is not None else {}
         for key, value in wire(TrainRequest, phase=self.phase, phase_round=report.round, global_round=report.global_round,
@@ -224,7 +259,10 @@ class SiteAwareStrategy(Strategy):
             center = self._center(msg.metadata.src_node_id)
             if msg.has_error():
                 report.failed[center] = f"error reply: {msg.error.reason}"
-            else:
+            elif (privacy := self._privacy(report, center, msg.content)) is not None and privacy.declined:
+                report.declined[center] = self.declined[msg.metadata.src_node_id] = privacy.reason
+                logger.warning("round %d: %s %s", report.global_round, center, privacy.reason)
+            elif center not in report.rejected:
                 ok.append((msg.metadata.src_node_id, center, msg.content))
                 by_node[msg.metadata.src_node_id] = msg
                 report.reply_bytes[center] = sum(record.count_bytes() for record in msg.content.array_records.values())
@@ -297,6 +335,7 @@ class SiteAwareStrategy(Strategy):
                 report.rejected[f"{center} (evaluate)"] = problem
                 logger.warning("round %d: rejected the evaluation of %s: %s", report.global_round, center, problem)
                 continue
+            self._privacy(report, center, msg.content)
             reply = EvaluateReply.from_record(next(iter(msg.content.metric_records.values())))
             report.val[center] = center_metrics(reply, self.threshold)
             accepted.append(reply)
@@ -324,8 +363,9 @@ class SiteAwareStrategy(Strategy):
         return {"inner": inner, "failed_rounds": self.failed_rounds}
 
     def load_state_dict(self, state: dict) -> None:
-        for key, value in state["inner"].items():
-            setattr(self.inner, key, value)
+        for key, value in state["inner"].items():  # sampling limits are configuration, set for the nodes at
+            if key not in ("min_available_nodes", "min_train_nodes", "min_evaluate_nodes"):  # hand (local-DP declines)
+                setattr(self.inner, key, value)
         self.failed_rounds = int(state["failed_rounds"])
 
 

@@ -1,0 +1,108 @@
+"""A site's local differential privacy (``privacy=local|both``): its accountant, kept on its disk
+across rounds, phases and restarts, and the DP-SGD set-up of one classifier round.
+
+The privacy unit is the patient (:mod:`ecs_models.training.dp_sgd`): a real ultrasound image
+belongs to its row's patient, a synthetic image to the patient of the MRI it was made from (the
+same ``patient_id`` namespace of the site's label file, so one person with both is one unit).
+
+Budget. The noise multiplier is fixed at the site's first DP round, from the server's target
+epsilon and the steps the run plans (``planned_rounds`` x local epochs x steps per epoch), with the
+sampling rate of the real-ultrasound patients: stage A's pool, which adds MRI patients, samples
+each at a lower rate, so the plan bounds it. Before a round the site computes the epsilon it
+would have after it; over the target it declines (:class:`BudgetExhausted`) and trains nothing.
+
+Secret randomness. The run's seed comes from the server, so the noise and the patient sampling
+must not derive from it alone: the server could regenerate the noise and subtract it. They are
+seeded from the round's seed mixed with a secret drawn once per run at the site (``secrets``,
+kept in its state folder): a restarted site repeats its rounds, the server cannot predict them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from client.data.labels import read_label_file
+from ecs_models.training.dp_sgd import (
+    PatientSampler,
+    PrivacyAccount,
+    collate_or_empty,
+    steps_per_epoch,
+)
+from protocol.messages import LocalDp, PrivacyReport
+
+__all__ = ["BudgetExhausted", "site_patient_count", "load_account", "save_account", "report", "private_round", "secret_seed"]
+
+_STATE, _SECRET = "privacy-account", "privacy-secret"
+
+
+class BudgetExhausted(Exception):
+    """The next round would take the site over its budget: the typed decline to send instead."""
+
+    def __init__(self, report: PrivacyReport) -> None:
+        super().__init__(report.reason)
+        self.report = report
+
+
+def site_patient_count(label_file_rows: Sequence) -> int:
+    """Distinct patients of the site's label file (every split and modality): delta's default
+    is 1 / (10 x this), below one over the population a DP guarantee is about."""
+    return len({row.patient_id for row in label_file_rows})
+
+
+def load_account(site, run_key: str, setting: LocalDp) -> PrivacyAccount:  # noqa: ANN001 - client.task.Site
+    """The site's accountant of run ``run_key`` (a fresh one before its first DP release)."""
+    state = site.store(run_key).load(_STATE)
+    if state is not None:
+        return PrivacyAccount.from_state_dict(json.loads(state["json"]))
+    delta = setting.delta or 1.0 / (10 * site_patient_count(read_label_file(site.data_dir / "manifest.csv")))
+    return PrivacyAccount(setting.accountant, delta, setting.clipping_norm, setting.noise_multiplier)
+
+
+def secret_seed(site, run_key: str, round_seed: int) -> int:  # noqa: ANN001
+    """A 63-bit seed from ``round_seed`` and the site's secret of run ``run_key`` (drawn on first use)."""
+    store = site.store(run_key)
+    saved = store.load(_SECRET)
+    if saved is None:
+        saved = {"hex": secrets.token_hex(32)}
+        store.save(_SECRET, saved)
+    return int.from_bytes(hashlib.sha256(f"{saved['hex']}|{round_seed}".encode()).digest()[:8], "little") >> 1
+
+
+def save_account(site, run_key: str, account: PrivacyAccount) -> None:  # noqa: ANN001
+    site.store(run_key).save(_STATE, {"json": json.dumps(account.state_dict())})
+
+
+def report(account: PrivacyAccount, reason: str = "") -> PrivacyReport:
+    """The reply record: the ledger entry, and ``reason`` when the site declines."""
+    return PrivacyReport(ledger=json.dumps(account.entry()), declined=bool(reason), reason=reason)
+
+
+def private_round(account: PrivacyAccount, setting: LocalDp, dataset: Dataset, patients: Sequence[str],
+                  us_patients: int, *, batch_size: int, epochs: int, max_steps: int | None,
+                  generator: torch.Generator) -> tuple[DataLoader, float, int]:
+    """The loader of one DP round and its ``(loader, q, steps)``; fixes the noise on first use.
+
+    Args:
+        dataset: the round's training items (real, then synthetic), ``patients[i]`` the patient of item i.
+        us_patients: patients with real training ultrasound (the plan's pool, see the module docstring).
+        batch_size: expected patients per step; epochs / max_steps: the round's local epochs and cap.
+    Raises:
+        BudgetExhausted: the round would take the epsilon above ``setting.target_epsilon``.
+    """
+    q_plan, per_epoch = steps_per_epoch(us_patients, batch_size, max_steps)
+    steps = epochs * per_epoch
+    z = account.derive_noise(setting.target_epsilon, q_plan, setting.planned_rounds * steps)
+    q = min(1.0, batch_size / len(set(patients)))
+    after = account.epsilon((z, q, steps))
+    if after > setting.target_epsilon * (1 + 1e-6):
+        raise BudgetExhausted(report(account, f"declined: {steps} more DP-SGD steps would take epsilon from "
+                                              f"{account.epsilon():.3f} to {after:.3f}, over the budget "
+                                              f"{setting.target_epsilon:g} (delta {account.delta:.3g})"))
+    sampler = PatientSampler(patients, q, per_epoch, generator)  # train_stage iterates it once per epoch
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_or_empty), q, steps

@@ -1,0 +1,73 @@
+"""The coordinator's side of local DP (``privacy=local|both``): what it asks of the sites, what it
+keeps of their answers, and who may still train.
+
+The sites run patient-level DP-SGD and keep their own accountants (:mod:`client.privacy`); the
+server only sends the setting (:class:`protocol.messages.LocalDp`) in every request, keeps each
+site's latest ledger entry in the run's :class:`~server.privacy_ledger.PrivacyLedger` (persisted
+with every round's checkpoint, written to ``privacy.json`` at the end), and stops asking a site
+that declined a round for lack of budget (``exhausted`` in its entry). When fewer sites than
+``participation.min_train_replies`` can still train, the remaining rounds are skipped and the
+run ends with the model it has (:func:`server.phases.run_phase`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from omegaconf import DictConfig
+
+from protocol.messages import LocalDp
+from server.privacy_ledger import PrivacyLedger
+from strategies.wrapper import RoundReport
+
+__all__ = ["local_dp", "check_local_dp", "record_round", "exhausted", "eligible"]
+
+EXHAUSTED = "exhausted"  # key added to a site's ledger entry when it declined a round
+
+
+def local_dp(cfg: DictConfig) -> LocalDp | None:
+    """The setting every request carries (None without local DP). The budget must last all
+    classifier rounds (stage A + B) of the run."""
+    if str(cfg.privacy.mode) not in ("local", "both"):
+        return None
+    loc = cfg.privacy.local
+    return LocalDp(target_epsilon=float(loc.target_epsilon), delta=float(loc.delta or 0.0),
+                   clipping_norm=float(loc.clipping_norm), noise_multiplier=float(loc.noise_multiplier or 0.0),
+                   planned_rounds=max(1, int(cfg.rounds.stage_a) + int(cfg.rounds.stage_b)), accountant=str(loc.accountant))
+
+
+def check_local_dp(cfg: DictConfig) -> None:
+    """Refuse, before any site is contacted, a local-DP run whose releases DP-SGD would not cover."""
+    if local_dp(cfg) is None:
+        return
+    if cfg.synthesis and not cfg.gan_artifact and int(cfg.rounds.gan) > 0:
+        raise ValueError("privacy=local: the federated SG-CycleGAN is not trained under DP-SGD yet (its discriminators "
+                         "see real ultrasound); set synthesis=false or give a gan_artifact (docs/privacy.md)")
+    norms = {"model": cfg.model.get("norm"), "teacher": cfg.teacher.get("norm") if cfg.distillation else "group"}
+    if any(norm not in (None, "group") for norm in norms.values()):
+        raise ValueError(f"privacy=local needs GroupNorm models (BatchNorm mixes the examples of a batch): {norms}")
+
+
+def record_round(ledger: PrivacyLedger, report: RoundReport, log: Callable[[str], None]) -> None:
+    """Keep each site's latest ledger entry of the round; mark the sites that declined."""
+    for center, entry in sorted(report.privacy.items()):
+        entry = dict(entry)
+        if center in report.declined:
+            entry[EXHAUSTED] = report.declined[center]
+        elif EXHAUSTED in ledger.sites.get(center, {}):
+            entry[EXHAUSTED] = ledger.sites[center][EXHAUSTED]
+        try:
+            ledger.update_site(center, entry)
+        except ValueError as exc:  # a malformed entry is logged, never kept
+            log(f"[ecs] {center}: privacy entry not kept: {exc}")
+
+
+def exhausted(ledger: PrivacyLedger) -> dict[str, str]:
+    """Center -> why it no longer trains (it declined a round over its budget)."""
+    return {c: str(e[EXHAUSTED]) for c, e in ledger.sites.items() if e.get(EXHAUSTED)}
+
+
+def eligible(ledger: PrivacyLedger, centers: dict[int, str], nodes: list[int]) -> list[int]:
+    """``nodes`` whose sites have not declined for lack of budget."""
+    gone = exhausted(ledger)
+    return [n for n in nodes if centers.get(n) not in gone]
