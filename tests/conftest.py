@@ -30,3 +30,14 @@ def artifacts_dir() -> Path:
     """Where tests leave files for a person to look at (contact sheets); kept after the run."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules marked ``slow`` (end-to-end runs of minutes) first, the rest in their usual order.
+
+    scripts/test.sh runs the suite on two pytest-xdist workers, one module at a time per worker:
+    started first, the long runs overlap each other and the many short tests fill in around them,
+    instead of one long run starting last and keeping a worker busy after the other has finished.
+    The sort is stable and the same in every worker, as xdist requires.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -16,6 +16,8 @@ from protocol.messages import ClassifierTrain, Evaluate, ModelSpec
 from server.context import model_spec
 from strategies.fedbn import norm_keys, split_norm
 
+pytestmark = pytest.mark.slow  # an end-to-end run: scheduled first (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def spec() -> ModelSpec:

@@ -16,8 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from headless import render_page
 
 from simulations.federated.runtime import process_alive
+
+pytestmark = pytest.mark.slow  # an end-to-end run: scheduled first (tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 ECS_SIMULATE = Path(sys.executable).parent / "ecs-simulate"
@@ -46,6 +49,7 @@ def smoke_run(home: Path) -> Path:
     result = _simulate(home, run_dir)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "[ecs] final evaluation" in result.stdout
+    (run_dir / "ecs-simulate.stdout").write_text(result.stdout)  # for the report test
     return run_dir
 
 
@@ -88,6 +92,22 @@ def test_smoke_experiment_trains_on_training_centers_and_evaluates_held_out_ones
     assert op["run"]["kind"] == "federated" and op["input"]["intensity"] is None  # the server never sees images
     assert op["input"]["preprocess"]["output_size"] == op["input"]["resize"]["from"] and op["format"] == 2
     assert (smoke_run / "config.yaml").is_file() and "flwr" in json.loads((smoke_run / "versions.json").read_text())
+
+
+def test_the_run_report_renders_in_chromium_without_errors(smoke_run: Path, artifacts_dir: Path) -> None:
+    """ecs-simulate wrote report.html and printed its path; headless Chromium loads it with no
+    console error and no request beyond the file itself, and every image decodes."""
+    report = smoke_run / "report.html"
+    assert f"[ecs-report] report: {report.resolve()}" in (smoke_run / "ecs-simulate.stdout").read_text()
+    result = render_page(report, artifacts_dir / "report_federated_smoke.png")
+    assert result["errors"] == [], result["errors"]
+    assert result["requests"] == [report.as_uri()]  # self-contained: nothing fetched
+    images = {alt: (complete, width, height) for alt, complete, width, height in result["images"]}
+    assert set(images) >= {"per-round validation curves", "ROC curves", "saliency maps", "real images"}, images
+    assert all(complete and width > 0 and height > 0 for complete, width, height in images.values()), images
+    text = report.read_text()
+    for expected in ("simulated sonographer", "SIMULATED, not a person", "No privacy mechanism", "community", "teaching"):
+        assert expected in text, expected
 
 
 def test_every_process_started_is_stopped(smoke_run: Path) -> None:

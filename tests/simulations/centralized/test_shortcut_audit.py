@@ -16,6 +16,8 @@ from simulations.centralized.cli import variant_config
 from simulations.centralized.run import finished_run
 from simulations.centralized.shortcut_audit import CROSS_CHECK, TWINS, audit_config, main, run_audit
 
+pytestmark = pytest.mark.slow  # an end-to-end run: scheduled first (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def smoke_audit(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, list[str]]:

@@ -18,6 +18,8 @@ from ecs_models.preprocessing import PreprocessConfig
 from simulations.centralized.paired import score_held_out, score_synthetic
 from simulations.centralized.run import finished_run, run_training
 
+pytestmark = pytest.mark.slow  # an end-to-end run: scheduled first (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -34,6 +34,8 @@ from client.data.labels import read_label_file
 from client.data.preprocess import PreprocessConfig, preprocess
 from simulations.cohort.generate import generate_cohort
 
+pytestmark = pytest.mark.slow  # an end-to-end run: scheduled first (tests/conftest.py)
+
 CENTERS = ("university", "regional", "clinic", "community", "teaching")
 
 

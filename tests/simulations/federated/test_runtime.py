@@ -32,6 +32,8 @@ from leftovers import kill_all_with_env, processes_with_env, wait_until_gone
 from simulations.federated.guard import Guarded
 from simulations.federated.runtime import free_port
 
+pytestmark = pytest.mark.slow  # an end-to-end run: scheduled first (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 # two classifier rounds, no GAN phase: the shortest run that trains and evaluates every site
