@@ -42,6 +42,7 @@ from ecs_models.training.data import (
 from ecs_models.training.distill import DistillationModel, StageConfig, predict_scores, train_stage
 from ecs_models.training.metrics import CheckpointSelector, choose_threshold, screening_metrics
 from ecs_models.training.runtime import resolve_device, seed_everything
+from simulations.centralized.local_dp import pooled_dp
 from simulations.centralized.privacy import write_privacy_record
 from simulations.cohort.generate import cohort_fingerprint, generate_cohort
 from simulations.cohort.repartition import is_partition_of
@@ -204,7 +205,8 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
     tr = cfg.training
     pp, cache = PreprocessConfig(output_size=int(tr.preprocess_size)), cfg.paths.cache
     log(f"run {run_dir.name}: mode={cfg.mode} centers={train_centers} held-out={held_out} device={device}")
-    real_train = combine([site_us_dataset(cohort_dir / c, ["train"], pp, cache) for c in train_centers])
+    real_sets = [site_us_dataset(cohort_dir / c, ["train"], pp, cache) for c in train_centers]
+    real_train = combine(real_sets)
     val = combine([site_us_dataset(cohort_dir / c, ["val"], pp, cache) for c in train_centers])
     internal_test = {c: site_us_dataset(cohort_dir / c, ["test"], pp, cache) for c in train_centers}
     held_out_sets = held_out_datasets(cfg, cohort_dir, held_out)
@@ -252,18 +254,19 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
         return callback
 
     stage_a_data = combine([real_train] + ([synthetic] if synthetic is not None else []))
-    for stage, data, stage_cfg in (
+    stages = [(stage, data, stage_cfg) for stage, data, stage_cfg in (
         ("A", stage_a_data, StageConfig(**OmegaConf.to_container(tr.stage_a), max_steps_per_epoch=tr.max_steps_per_epoch)),
         ("B", real_train, StageConfig(**OmegaConf.to_container(tr.stage_b), max_steps_per_epoch=tr.max_steps_per_epoch)),
-    ):
-        if stage_cfg.epochs == 0:
-            continue
+    ) if stage_cfg.epochs > 0]
+    dp = pooled_dp(cfg, cohort_dir, train_centers, real_sets, stage_epochs=[c.epochs for _, _, c in stages])  # privacy=local
+    for index, (stage, data, stage_cfg) in enumerate(stages):
         teacher_lr = f", teacher lr {stage_cfg.teacher_lr}" if teacher is not None and stage_cfg.teacher_lr else ""
         log(f"  stage {stage}: {len(data)} images, {stage_cfg.epochs} epochs, lr {stage_cfg.lr}{teacher_lr}")
-        loader = make_loader(TransformedImages(data, size, train=True), batch, shuffle=True, generator=generator,
-                         workers=int(tr.num_workers))
+        images = TransformedImages(data, size, train=True)
+        loader = (make_loader(images, batch, shuffle=True, generator=generator, workers=int(tr.num_workers)) if dp is None
+                  else dp.loader(images, generator))
         train_stage(model, loader, stage_cfg, device=device, labels_for_weights=train_labels,
-                    on_epoch_end=on_epoch_end(stage), log=log)
+                    on_epoch_end=on_epoch_end(stage), log=log, dp=None if dp is None else dp.stage(index))
 
     model.load_state_dict(best["state"])
     val_labels, val_scores = predict_scores(model.student, val_loader, device)
@@ -288,11 +291,15 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
             "held_out": _evaluate(model.teacher, held_out_sets, size, int(tr.eval_batch_size), t_threshold, device),
             "complexity": complexity_report(model.teacher, (1, 1, size, size)),
         }
+    if dp is not None:  # the pooled training's ledger entry: privacy.json (rewritten) and metrics.json
+        metrics["privacy"] = dp.account.entry()
+        write_privacy_record(cfg, run_dir, metrics["privacy"])
     metrics["seconds"] = time.perf_counter() - start
     run = {"kind": "centralized", "dir": str(run_dir), "name": run_dir.name, "mode": str(cfg.mode),
            "experiment": cfg.get("experiment_name"), "seed": int(cfg.seed), "train_centers": train_centers}
     _save(run_dir, model, selector, metrics, name, size, threshold, log,
-          bundle={"preprocess": pp, "run": run, "intensity": _training_intensity(real_train)})
+          bundle={"preprocess": pp, "run": run,  # training-pixel statistics would be a release DP does not cover
+                  "intensity": _training_intensity(real_train) if dp is None else None})
     return metrics
 
 
