@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ecs_models.bundle_format import read_bundle
-from ecs_models.evaluation import bootstrap_intervals, evaluate
+from ecs_models.evaluation import evaluate
 from ecs_models.sonographer import TVUS_DEEP_MI, simulated_reading
 from simulations.report import sections
 from simulations.report.figures import roc_figure, tile_grid
@@ -28,7 +28,7 @@ from simulations.report.scoring import BundleScorer, CenterScores, saliency_tile
 __all__ = ["build_report", "write_report", "report_after_run", "REPORT_NAME"]
 
 REPORT_NAME = "report.html"
-RESAMPLES = 500  # patient-bootstrap draws for the report's intervals and ROC bands
+RESAMPLES = 400  # patient-bootstrap draws for the report's intervals and ROC bands
 MAX_FILES = 400  # files rescored per held-out center at most (the report must stay quick)
 
 
@@ -63,22 +63,21 @@ def _pooled(scored: dict[str, CenterScores]) -> tuple[np.ndarray, np.ndarray, li
     return labels, scores, [f"{c}/{p}" for c, s in scored.items() for p in s.patients]
 
 
-def _reader_section(scored: dict[str, CenterScores], threshold: float, seed: int) -> tuple[str, str, dict]:
-    """Model at its operating point against the simulated sonographer on the same held-out patients."""
-    labels, scores, patients = _pooled(scored)
-    model = evaluate(labels, scores, patients, threshold, resamples=RESAMPLES, seed=seed)
+def _reader_section(pooled: tuple[np.ndarray, np.ndarray, list[str]], model: dict, threshold: float, seed: int) -> tuple[str, dict]:
+    """Model at its operating point (``model``: :func:`evaluate` of ``pooled`` at ``threshold``)
+    against the simulated sonographer on the same held-out patients: body HTML and ROC points."""
+    labels, _, patients = pooled
     calls = simulated_reading(labels, patients, TVUS_DEEP_MI, seed=seed).astype(float)
     reader = evaluate(labels, calls, patients, 0.5, resamples=RESAMPLES, seed=seed)
-    reader_ci = bootstrap_intervals(labels, calls, patients, 0.5, resamples=RESAMPLES, seed=seed)
 
-    def cell(value: float, ci: tuple[float, float]) -> str:
-        return f"{num(value)} [{num(ci[0])}, {num(ci[1])}]"
+    def cells(e: dict) -> list[str]:
+        return [f"{num(e['ci'][k]['value'])} [{num(e['ci'][k]['ci_low'])}, {num(e['ci'][k]['ci_high'])}]"
+                for k in ("sensitivity", "specificity", "ppv", "npv")]
 
-    rows = [("model (exported), threshold " + num(threshold, 4),
-             *[cell(model[k], (model["ci"][k]["ci_low"], model["ci"][k]["ci_high"])) for k in ("sensitivity", "specificity", "ppv", "npv")]),
-            ('<span class="sim">simulated sonographer</span>', *[cell(reader[k], reader_ci[k]) for k in ("sensitivity", "specificity", "ppv", "npv")])]
+    rows = [(f"model (exported), threshold {num(threshold, 4)}", *cells(model)),
+            ('<span class="sim">simulated sonographer</span>', *cells(reader))]
     body = (f"<p>Pooled held-out centers: {len(labels)} images of {model['n_patients']} patients, {int(labels.sum())} "
-            "positive images. 95 % patient-bootstrap intervals.</p>"
+            f"positive images. 95 % patient-bootstrap intervals ({RESAMPLES} draws).</p>"
             + table(["reader", "sensitivity", "specificity", "PPV", "NPV"], rows)
             + note(f"The sonographer is SIMULATED, not a person: each patient is called once with the published accuracy "
                    f"of {TVUS_DEEP_MI.name} (sensitivity {TVUS_DEEP_MI.sensitivity}, specificity {TVUS_DEEP_MI.specificity}; "
@@ -86,7 +85,7 @@ def _reader_section(scored: dict[str, CenterScores], threshold: float, seed: int
                    f"Seed {seed}; ecs_models/sonographer.py."))
     points = {"model at operating point": (1 - model["specificity"], model["sensitivity"]),
               "simulated sonographer": (1 - reader["specificity"], reader["sensitivity"])}
-    return body, "", points
+    return body, points
 
 
 def _scored_sections(run: RunFiles, log: Callable[[str], None]) -> tuple[list[tuple[str, str, str]], dict[str, dict]]:
@@ -99,10 +98,11 @@ def _scored_sections(run: RunFiles, log: Callable[[str], None]) -> tuple[list[tu
                 ("reader", "Model against a simulated sonographer", missing),
                 ("saliency", "Where the model looked (occlusion saliency)", missing)], {}
     groups = {c: (s.labels, s.scores, s.patients) for c, s in scored.items()}
+    pooled = _pooled(scored)
     if len(groups) > 1:
-        groups["pooled held-out"] = _pooled(scored)
+        groups["pooled held-out"] = pooled
     intervals = {c: evaluate(*g, threshold, resamples=RESAMPLES, seed=seed) for c, g in groups.items()}
-    reader_body, _, points = _reader_section(scored, threshold, seed)
+    reader_body, points = _reader_section(pooled, intervals[list(groups)[-1]], threshold, seed)
     roc = figure(roc_figure(groups, points, resamples=RESAMPLES, seed=seed),
                  "The exported model rescored on every ultrasound file of each held-out center (the run's bundle and "
                  "preprocessing); shaded: 95 % patient-bootstrap band of sensitivity at each 1 - specificity. Points: the "
@@ -132,7 +132,8 @@ def build_report(run_dir: str | Path, log: Callable[[str], None] = print) -> str
     parts += [sections.privacy(run), sections.cost(run, size), sections.images(run)]
     m = run.metrics or {}
     title = f"ecs-fl {run.kind} run: {run.config.get('experiment_name') or m.get('experiment') or run.name}"
-    how = f"strategy {m['strategy']}" if m.get("strategy") else f"mode {run.config.get('mode', 'n/a')}"
+    how = (f"strategy {m['strategy']}" if m.get("strategy") else f"mode {run.config['mode']}" if run.config.get("mode")
+           else f"{len((run.compare or {}).get('arms', []))} arms" if run.compare else run.kind)
     subtitle = f"{run.dir} · {how} · seed {run.config.get('seed', 'n/a')} · report built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     return page(title, subtitle, parts)
 

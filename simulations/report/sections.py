@@ -25,6 +25,8 @@ KEY_CONFIG = ("experiment_name", "seed", "mode", "strategy", "rounds", "local", 
 def configuration(run: RunFiles) -> Section:
     cfg = run.config
     rows = [(k, json.dumps(cfg[k], default=str)[:300]) for k in KEY_CONFIG if k in cfg]
+    if run.compare:  # the comparison's own record: its .hydra config is unresolved
+        rows = [(k, json.dumps(v, default=str)[:300]) for k, v in run.compare.items() if k != "cohort_dir"]
     versions = run.versions or {}
     body = table(["setting", "value"], rows) if rows else note("No resolved configuration in this folder.")
     if versions:
@@ -124,11 +126,41 @@ def comparison(run: RunFiles) -> Section | None:
         from PIL import Image
 
         body += figure(image_uri(Image.open(run.dir / "compare.png")), "Held-out AUC per arm, one dot per seed.", "comparison plot")
+    if run.kind == "comparison" and isinstance(run.results, list):
+        rows = []
+        for r in run.results:
+            folder = Path(str(r.get("run_dir", "")))
+            report = folder / "report.html"
+            where = f'<a href="{esc(report.as_uri())}">{esc(folder.name)}</a>' if report.is_file() else esc(str(folder))
+            rows.append((r.get("arm"), r.get("kind"), r.get("seed"), r.get("status"), num(r.get("held_out_auc")),
+                         num(r.get("held_out_sensitivity")), num(r.get("held_out_specificity")), num(r.get("threshold"), 4), where))
+        body += "<h3>Runs (arm x seed)</h3>" + table(
+            ["arm", "kind", "seed", "status", "held-out AUC", "sensitivity", "specificity", "threshold", "run folder"], rows)
+        body += note("Each arm's folder is a run of its own: `ecs-report <folder>` writes its full report "
+                     "(ROC bands, the simulated sonographer, saliency).")
     title = "Comparison (FLamby protocol)" if run.kind == "comparison" else "Ablation table"
     return "comparison", title, body
 
 
+def _arm_privacy(run: RunFiles) -> list[tuple[str, str]]:
+    """(arm/seed, what its privacy.json records) for a comparison's runs."""
+    out = []
+    for r in run.results if isinstance(run.results, list) else []:
+        path = Path(str(r.get("run_dir", ""))) / "privacy.json"
+        if not path.is_file():
+            out.append((f"{r.get('arm')} seed {r.get('seed')}", "no privacy record"))
+            continue
+        record = json.loads(path.read_text())
+        names = [f"site {k}" for k in record.get("sites") or {}] + (["central"] if record.get("central") else [])
+        out.append((f"{r.get('arm')} seed {r.get('seed')}",
+                    "no privacy mechanism" if not names else "epsilon recorded for " + ", ".join(names)))
+    return out
+
+
 def privacy(run: RunFiles) -> Section:
+    if run.kind == "comparison" and run.privacy is None:
+        arms = _arm_privacy(run)
+        return "privacy", "Privacy", (table(["run", "privacy record"], arms) if arms else note("No runs recorded."))
     if run.privacy is None:
         return "privacy", "Privacy", note("No privacy record (privacy.json) in this run: no privacy mechanism is "
                                           "recorded, so treat it as having none.", "warn")
@@ -155,9 +187,11 @@ def cost(run: RunFiles, size: int | None) -> Section:
     if (m.get("teacher") or {}).get("complexity"):
         t = m["teacher"]["complexity"]
         rows.append(("teacher", t.get("input_shape", size), num(t.get("params", 0) / 1e6, 3), num(t.get("gmacs"), 4)))
-    body = table(["model", "input", "params (M)", "GMACs"], rows) if rows else note(
-        "This run did not record its model's parameter and multiply-add counts (federated runs do not); "
-        "ecs_models.complexity.complexity_report counts them for any model.")
+    missing = ("A comparison's arms are runs of their own: their reports show each model's cost."
+               if run.kind in ("comparison", "ablation") else
+               "This run did not record its model's parameter and multiply-add counts (federated runs do not yet); "
+               "ecs_models.complexity.complexity_report counts them for any model.")
+    body = table(["model", "input", "params (M)", "GMACs"], rows) if rows else note(missing)
     onnx = run.bundle_dir / "lsnet.onnx" if run.bundle_dir else None
     if onnx is not None and onnx.is_file():
         body += f"<p>Exported ONNX model: {onnx.stat().st_size / 1e6:.2f} MB, input {esc(size)} px.</p>"
