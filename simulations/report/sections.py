@@ -180,7 +180,7 @@ def privacy(run: RunFiles) -> Section:
 
 def cost(run: RunFiles, size: int | None) -> Section:
     m = run.metrics or {}
-    c = m.get("complexity")
+    c = m.get("complexity") or _counted(run)
     rows = []
     if c:
         rows.append(("student, as trained", c.get("input_shape", size), num(c.get("params", 0) / 1e6, 3), num(c.get("gmacs"), 4)))
@@ -198,6 +198,24 @@ def cost(run: RunFiles, size: int | None) -> Section:
     body += note("Latency is not measured by a training run; per-image CPU latency of the exported models is in "
                  "docs/benchmarks.md (benchmarks/bench_screen.py, bench_latency.py).")
     return "cost", "Model cost", body
+
+
+def _counted(run: RunFiles) -> dict | None:
+    """Parameters and MACs of the run's student counted now from its configuration
+    (:func:`ecs_models.complexity.complexity_report`), for runs that did not record them."""
+    model, training = dict(run.config.get("model") or {}), run.config.get("training") or {}
+    if run.kind != "federated" or "name" not in model or "img_size" not in training:
+        return None
+    from ecs_models import create_model
+    from ecs_models.complexity import complexity_report
+
+    name, size = model.pop("name"), int(training["img_size"])
+    if name in ("lsnet", "teacher"):
+        model["img_size"] = size
+    try:
+        return {**complexity_report(create_model(name, **model), (1, 1, size, size)), "input_shape": size}
+    except Exception:  # a model this install cannot build: say nothing rather than fail the report
+        return None
 
 
 def images(run: RunFiles) -> Section:
