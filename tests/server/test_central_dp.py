@@ -9,9 +9,16 @@ import json
 import numpy as np
 import pytest
 from flower_fakes import FakeGrid, eval_reply, task_identity, train_reply  # noqa: F401
-from flwr.app import Message, MessageType
+from flwr.app import ConfigRecord, Message, MessageType
 
-from protocol.messages import ARRAYS_RECORD, CONFIG_RECORD, SiteInfo, parse_request
+from protocol.messages import (
+    ARRAYS_RECORD,
+    CONFIG_RECORD,
+    PRIVACY_RECORD,
+    PrivacyReport,
+    SiteInfo,
+    parse_request,
+)
 from server.config import compose_config
 from server.context import RunContext
 from server.federation import _resume_or_start, _train
@@ -122,3 +129,29 @@ def test_a_strategy_the_dp_wrapper_cannot_protect_is_refused(tmp_path, overrides
                           *overrides, *uniform])
     with pytest.raises(ValueError, match=problem):
         RunContext(None, cfg, log=lambda _m: None)
+
+
+def _local_entry(rounds: int) -> str:
+    events = [{"kind": "poisson_gaussian", "sample_rate": 0.25, "noise_multiplier": 1.2, "count": 4 * rounds}]
+    return json.dumps({"accountant": "rdp", "mechanism": "DP-SGD", "clipping_norm": 1.0, "events": events,
+                       "epsilon": epsilon_from_events(events, 1e-5, "rdp"), "delta": 1e-5})
+
+
+def _dp_site_reply(message: Message) -> Message:
+    """A site under local DP: its reply carries its ledger entry so far (``PrivacyReport``)."""
+    reply = _site_reply(message)
+    request = parse_request(message.content[CONFIG_RECORD])
+    reply.content[PRIVACY_RECORD] = ConfigRecord(PrivacyReport(ledger=_local_entry(request.global_round)).to_record())
+    return reply
+
+
+def test_both_puts_the_sites_and_the_server_entries_in_one_record(tmp_path) -> None:
+    ctx = _context(tmp_path, **{"rounds.stage_a": 2, "privacy": "both"})
+    assert (ctx.privacy.mode, ctx.cfg.model.norm) == ("both", "group")  # local.yaml + central.yaml, composed
+    ctx.grid.responder = _dp_site_reply
+    run_phase(ctx, "stage_a", 2)
+    ctx.privacy.write(tmp_path)
+    ledger = PrivacyLedger.from_dict(json.loads((tmp_path / "privacy.json").read_text()), mode="both")
+    assert sorted(ledger.sites) == ["clinic", "regional"] and ledger.sites["clinic"]["events"][0]["count"] == 8
+    assert ledger.central["events"] == [{"kind": "gaussian", "noise_multiplier": 1.0, "count": 2}]
+    assert set(ledger.verify()) == {"site clinic", "site regional", "central"}

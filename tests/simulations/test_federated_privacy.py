@@ -11,7 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from server.privacy_ledger import PrivacyLedger
+
+pytestmark = pytest.mark.slow  # an end-to-end run: scheduled first (tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 ECS_SIMULATE = Path(sys.executable).parent / "ecs-simulate"
