@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from headless import render_page
 from helpers import compose
 from omegaconf import OmegaConf
 
@@ -42,6 +43,21 @@ def test_run_folder_holds_config_metrics_checkpoint_and_model(smoke_run: Path) -
     assert metrics["held_out"]["pooled"]["n"] == sum(metrics["held_out"][c]["n"] for c in ("community", "teaching"))
     assert "teacher" in metrics and metrics["gan"]["synthetic_images"] > 0
     assert [h["stage"] for h in metrics["history"]] == ["A", "B"]
+
+
+def test_the_run_report_renders_in_chromium_without_errors(smoke_run: Path, artifacts_dir: Path) -> None:
+    """ecs-train wrote report.html at the end of the run (synthetic ultrasound, epoch history,
+    the teacher's cost: the centralized sections); Chromium loads it with no console error, no
+    request beyond the file, and every image decodes."""
+    report = smoke_run / "report.html"
+    result = render_page(report, artifacts_dir / "report_centralized_smoke.png")
+    assert result["errors"] == [], result["errors"]
+    assert result["requests"] == [report.as_uri()]
+    images = {alt: (complete, width, height) for alt, complete, width, height in result["images"]}
+    assert set(images) >= {"ROC curves", "saliency maps", "real images", "synthetic ultrasound"}, images
+    assert all(complete and width > 0 and height > 0 for complete, width, height in images.values()), images
+    text = report.read_text()
+    assert "teacher" in text and "simulated sonographer" in text and "No privacy mechanism" in text
 
 
 def test_exported_student_matches_the_operating_point_file(smoke_run: Path) -> None:
