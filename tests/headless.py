@@ -45,10 +45,8 @@ def _devtools_port(profile: Path, process: subprocess.Popen, timeout: float) -> 
 
 
 class _Session:
-    def __init__(self, url: str) -> None:
-        from websockets.sync.client import connect
-
-        self.ws = connect(url, max_size=None, open_timeout=10)
+    def __init__(self, ws) -> None:  # noqa: ANN001 - a websockets.sync.client.ClientConnection
+        self.ws = ws
         self.next_id = 0
         self.events: list[dict] = []
 
@@ -95,6 +93,8 @@ def render_page(html_path: Path, screenshot: Path, timeout: float = 60.0) -> dic
     """Load ``html_path`` and return ``{"errors": [str], "images": [(alt, complete, naturalWidth,
     naturalHeight)], "requests": [url], "seconds": {"start", "load"}}``; writes a full-page PNG to
     ``screenshot``. ``requests``: every URL the page asked for (data: URIs excluded)."""
+    from websockets.sync.client import connect
+
     with tempfile.TemporaryDirectory(prefix="ecs-chromium-") as profile:
         t0 = time.perf_counter()
         process = subprocess.Popen([chromium_path() or "chromium", *FLAGS, f"--user-data-dir={profile}", "about:blank"],
@@ -103,17 +103,17 @@ def render_page(html_path: Path, screenshot: Path, timeout: float = 60.0) -> dic
             port = _devtools_port(Path(profile), process, timeout)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as reply:
                 target = next(t for t in json.load(reply) if t.get("type") == "page")
-            session = _Session(target["webSocketDebuggerUrl"])
             started = time.perf_counter() - t0
-            for domain in ("Page", "Runtime", "Log", "Network"):
-                session.call(f"{domain}.enable")
-            session.call("Page.navigate", url=Path(html_path).resolve().as_uri())
-            session.wait_for("Page.loadEventFired", timeout)
-            images = json.loads(session.call("Runtime.evaluate", expression=IMAGES_JS, returnByValue=True)["result"]["value"])
-            shot = session.call("Page.captureScreenshot", timeout=timeout, format="png", captureBeyondViewport=True)
+            with connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as ws:
+                session = _Session(ws)
+                for domain in ("Page", "Runtime", "Log", "Network"):
+                    session.call(f"{domain}.enable")
+                session.call("Page.navigate", url=Path(html_path).resolve().as_uri())
+                session.wait_for("Page.loadEventFired", timeout)
+                images = json.loads(session.call("Runtime.evaluate", expression=IMAGES_JS, returnByValue=True)["result"]["value"])
+                shot = session.call("Page.captureScreenshot", timeout=timeout, format="png", captureBeyondViewport=True)
             Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
             requests = [e["params"]["request"]["url"] for e in session.events if e.get("method") == "Network.requestWillBeSent"]
-            session.ws.close()
             return {"errors": _errors(session.events), "images": images,
                     "requests": [u for u in requests if not u.startswith("data:")],
                     "seconds": {"start": started, "load": time.perf_counter() - t0 - started}}
