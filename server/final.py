@@ -75,7 +75,7 @@ def final_evaluation(ctx: RunContext) -> dict:
         return RecordDict({ARRAYS_RECORD: record, CONFIG_RECORD: ConfigRecord(request.to_record())})
 
     replies = send(ctx.grid, sites.train + sites.held_out, MessageType.EVALUATE, content, ctx.timeout)
-    lines, accepted = [], {"train": [], "held_out": []}
+    lines, accepted, histograms = [], {"train": [], "held_out": []}, {}
     for reply in sorted(replies, key=lambda r: sites.centers.get(r.metadata.src_node_id, "")):
         node = reply.metadata.src_node_id
         center, role = sites.centers[node], "train" if node in sites.train else "held_out"
@@ -89,6 +89,7 @@ def final_evaluation(ctx: RunContext) -> dict:
             continue
         m = EvaluateReply.from_record(reply.content[METRICS_RECORD])
         lines.append({"center": center, "role": role, "split": "test" if role == "train" else "all", **center_metrics(m, threshold)})
+        histograms[center] = {"role": role, "neg": _nonzero(m.hist_neg), "pos": _nonzero(m.hist_pos)}
         accepted[role].append(m)
     summary = {}
     for role, replies in accepted.items():
@@ -96,9 +97,16 @@ def final_evaluation(ctx: RunContext) -> dict:
             neg, pos, confusion = pool_evaluations(replies)
             summary[role] = binned_metrics(neg, pos, threshold, confusion)
     ctx.store.write_jsonl("final_evaluation.jsonl", lines)
+    # the score histograms the sites sent (the run report's ROC curves): {bin index: count}, bins of
+    # ecs_models.training.binned_metrics.bin_edges(bins)
+    ctx.store.write_json("final_histograms.json", {"bins": int(ctx.cfg.histogram_bins), "centers": histograms})
     return {"threshold": threshold, "selected_round": best.get("global_round"), "centers": lines,
             "internal_test": summary.get("train"), "held_out": summary.get("held_out"), "full_arrays": arrays,
             "target_sensitivity": target, "val": op["val"]}
+
+
+def _nonzero(counts: list[int]) -> dict[str, int]:
+    return {str(i): int(c) for i, c in enumerate(counts) if c}
 
 
 def export(ctx: RunContext, arrays: Arrays, threshold: float, val: dict | None,

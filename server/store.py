@@ -13,6 +13,7 @@
                         "<center> (evaluate)"), time, per-center train and validation metrics
   final_arrays.npz      the classifier's global arrays after the last round
   final_evaluation.jsonl one line per center (role train: internal test split; held_out: all)
+  final_histograms.json the final evaluation's per-class score histograms per center (non-zero bins)
   metrics.json          summary: threshold, pooled internal-test and held-out metrics, timings
   model/lsnet.onnx, model/operating_point.json   the exported student
 ```

@@ -125,7 +125,8 @@ def build_report(run_dir: str | Path, log: Callable[[str], None] = print) -> str
     size = read_bundle(run.bundle_dir).size if run.bundle_dir is not None else None
     parts = [sections.configuration(run), sections.cohort(run)]
     if run.kind in ("federated", "centralized"):
-        parts += [sections.rounds(run), sections.per_center(run, intervals), *scored_sections]
+        hist = sections.histogram_roc(run, int(run.config.get("seed", 0) or 0), RESAMPLES)
+        parts += [sections.rounds(run), sections.per_center(run, intervals), *([hist] if hist else []), *scored_sections]
     comparison = sections.comparison(run)
     if comparison is not None:
         parts.append(comparison)

@@ -37,6 +37,7 @@ class RunFiles:
     metrics: dict[str, Any] | None = None  # metrics.json
     rounds: list[dict] = field(default_factory=list)  # rounds.jsonl (federated)
     final: list[dict] = field(default_factory=list)  # final_evaluation.jsonl (federated)
+    histograms: dict[str, Any] | None = None  # final_histograms.json (federated): {"bins", "centers"}
     privacy: dict[str, Any] | None = None  # privacy.json
     privacy_md: str | None = None  # privacy.md
     compare: dict[str, Any] | None = None  # compare.json
@@ -124,6 +125,7 @@ def load_run(run_dir: str | Path) -> RunFiles:
     run.versions = _json(d / "versions.json") if (d / "versions.json").is_file() else None
     run.metrics = _json(d / "metrics.json") if (d / "metrics.json").is_file() else None
     run.rounds, run.final = _jsonl(d / "rounds.jsonl"), _jsonl(d / "final_evaluation.jsonl")
+    run.histograms = _json(d / "final_histograms.json") if (d / "final_histograms.json").is_file() else None
     run.privacy = _json(d / "privacy.json") if (d / "privacy.json").is_file() else None
     run.privacy_md = (d / "privacy.md").read_text() if (d / "privacy.md").is_file() else None
     run.compare = _json(d / "compare.json") if (d / "compare.json").is_file() else None

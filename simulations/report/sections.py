@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from simulations.report.figures import image_uri, round_curves, tile_grid
+from simulations.report.figures import image_uri, roc_figure, round_curves, tile_grid
 from simulations.report.html import esc, figure, markdown, note, num, table
 from simulations.report.run_files import RunFiles
 
-__all__ = ["configuration", "cohort", "rounds", "per_center", "comparison", "privacy", "cost", "images"]
+__all__ = ["configuration", "cohort", "rounds", "per_center", "histogram_roc", "comparison", "privacy", "cost", "images"]
 
 Section = tuple[str, str, str]
 KEY_CONFIG = ("experiment_name", "seed", "mode", "strategy", "rounds", "local", "training", "model", "privacy",
@@ -116,6 +116,30 @@ def per_center(run: RunFiles, intervals: dict[str, dict] | None) -> Section:
         body += "<h3>Held-out centers, exported model rescored, 95 % patient-bootstrap intervals</h3>"
         body += table(["center", "images", "patients", "positives", "AUC", "sensitivity", "specificity", "ECE"], rows)
     return "centers", "Results per center", body
+
+
+def _cases(neg: dict[str, int], pos: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Histogram counts ``{bin index: count}`` as cases: labels [N], scores [N] (the bin index: ROC
+    curves need only the order), ids [N] (one per case: no patient ids leave a site)."""
+    bins = [(int(i), int(c), 0) for i, c in neg.items()] + [(int(i), int(c), 1) for i, c in pos.items()]
+    labels = np.concatenate([np.full(c, y) for _, c, y in bins]) if bins else np.zeros(0, int)
+    scores = np.concatenate([np.full(c, float(i)) for i, c, _ in bins]) if bins else np.zeros(0)
+    return labels.astype(int), scores, np.arange(len(labels))
+
+
+def histogram_roc(run: RunFiles, seed: int, resamples: int) -> Section | None:
+    """ROC curves of every center from the score histograms the sites sent (``final_histograms.json``)."""
+    if run.kind != "federated":
+        return None
+    title = "ROC curves from the sites' own histograms"
+    if not run.histograms:
+        return "roc-hist", title, note("This run kept no final score histograms (final_histograms.json: runs since issue 16).")
+    groups = {f"{c} ({h['role']})": _cases(h["neg"], h["pos"]) for c, h in run.histograms["centers"].items()}
+    uri = roc_figure(groups, {}, resamples=resamples, seed=seed)
+    caption = (f"What the federation itself measured: each site's {run.histograms['bins']}-bin score histograms of the final "
+               "model (training centers: their internal test split; held-out centers: every file). Bands: 95 % bootstrap "
+               "over cases, not patients (histograms carry no patient ids).")
+    return "roc-hist", title, figure(uri, caption, "ROC curves from histograms")
 
 
 def comparison(run: RunFiles) -> Section | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from flower_fakes import FakeGrid, eval_reply, info_reply, task_identity  # noqa: F401
@@ -100,6 +102,11 @@ def test_final_evaluation_leaves_out_a_malformed_reply_and_pools_the_others(tmp_
     assert any("rejected the final evaluation of regional" in line for line in logs)
     assert (lines["clinic"]["n"], lines["teaching"]["n"]) == (3, 4)
     assert final["internal_test"]["n"] == 3 and final["held_out"]["n"] == 4  # regional left out of the pool
+    # the accepted replies' histograms are kept for the run report (non-zero bins only)
+    kept = json.loads((tmp_path / "final_histograms.json").read_text())
+    assert kept["bins"] == 16 and set(kept["centers"]) == {"clinic", "teaching"}
+    assert kept["centers"]["teaching"]["role"] == "held_out"
+    assert sum(kept["centers"]["teaching"]["neg"].values()) == 2 and sum(kept["centers"]["teaching"]["pos"].values()) == 2
 
 
 def test_the_exported_operating_point_reports_validation_figures_at_its_own_threshold(tmp_path) -> None:

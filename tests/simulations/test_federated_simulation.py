@@ -103,7 +103,8 @@ def test_the_run_report_renders_in_chromium_without_errors(smoke_run: Path, arti
     assert result["errors"] == [], result["errors"]
     assert result["requests"] == [report.as_uri()]  # self-contained: nothing fetched
     images = {alt: (complete, width, height) for alt, complete, width, height in result["images"]}
-    assert set(images) >= {"per-round validation curves", "ROC curves", "saliency maps", "real images"}, images
+    assert set(images) >= {"per-round validation curves", "ROC curves from histograms", "ROC curves", "saliency maps",
+                           "real images"}, images
     assert all(complete and width > 0 and height > 0 for complete, width, height in images.values()), images
     text = report.read_text()
     for expected in ("simulated sonographer", "SIMULATED, not a person", "No privacy mechanism", "community", "teaching"):
