@@ -103,6 +103,9 @@ def _scored_sections(run: RunFiles, log: Callable[[str], None]) -> tuple[list[tu
         groups["pooled held-out"] = pooled
     intervals = {c: evaluate(*g, threshold, resamples=RESAMPLES, seed=seed) for c, g in groups.items()}
     reader_body, points = _reader_section(pooled, intervals[list(groups)[-1]], threshold, seed)
+    capped = [f"{c}: {len(s.labels)} of {s.total} files" for c, s in scored.items() if len(s.labels) < s.total]
+    if capped:
+        reader_body += note(f"Rescored the first {MAX_FILES} files of each held-out center only ({'; '.join(capped)}).", "warn")
     roc = figure(roc_figure(groups, points, resamples=RESAMPLES, seed=seed),
                  "The exported model rescored on every ultrasound file of each held-out center (the run's bundle and "
                  "preprocessing); shaded: 95 % patient-bootstrap band of sensitivity at each 1 - specificity. Points: the "

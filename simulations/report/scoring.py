@@ -32,13 +32,15 @@ __all__ = ["CenterScores", "BundleScorer", "score_centers", "saliency_tiles"]
 class CenterScores:
     """One center's scored ultrasound files: ``labels`` int [N], ``scores`` float [N] (P(invasion)),
     ``patients`` [N] ids, ``files`` [N] paths, ``inputs`` the model inputs float32 [N, R, R] in
-    [-1, 1] (first selected frame; kept for saliency)."""
+    [-1, 1] (first selected frame; kept for saliency); ``total``: the center's ultrasound files
+    (more than N when capped)."""
 
     labels: np.ndarray
     scores: np.ndarray
     patients: list[str]
     files: list[Path]
     inputs: np.ndarray
+    total: int
 
 
 class BundleScorer:
@@ -75,7 +77,8 @@ def score_centers(scorer: BundleScorer, cohort_dir: Path, centers: list[str], ma
     """Score every ultrasound file (all splits) of each of ``centers`` (at most ``max_files`` each)."""
     out = {}
     for center in centers:
-        rows = [r for r in read_label_file(cohort_dir / center / "manifest.csv") if r.modality == "US"][:max_files]
+        every = [r for r in read_label_file(cohort_dir / center / "manifest.csv") if r.modality == "US"]
+        rows = every[:max_files]
         labels, scores, patients, files, firsts = [], [], [], [], []
         for row in rows:
             path = cohort_dir / center / row.file
@@ -86,7 +89,7 @@ def score_centers(scorer: BundleScorer, cohort_dir: Path, centers: list[str], ma
             files.append(path)
             firsts.append(x[0])
         if rows:
-            out[center] = CenterScores(np.asarray(labels, dtype=int), np.asarray(scores), patients, files, np.stack(firsts))
+            out[center] = CenterScores(np.asarray(labels, dtype=int), np.asarray(scores), patients, files, np.stack(firsts), len(every))
     return out
 
 
