@@ -157,7 +157,8 @@ def _strategy(ctx: RunContext, phase: str, train_nodes: list[int], done: int) ->
         min_train_replies=ctx.privacy.min_replies(sampled, min(int(part.min_train_replies), len(train_nodes))),
         max_failed_rounds=int(part.max_failed_rounds), outlier_factor=float(part.outlier_factor),
         max_examples=sites.example_limits(phase), histogram_bins=int(ctx.cfg.histogram_bins),
-        statistics_keys=statistics if phase != "gan" else (), round_config=_round_config(ctx, phase))
+        statistics_keys=statistics if phase != "gan" else (), round_config=_round_config(ctx, phase),
+        require_privacy=local_dp.local_dp(ctx.cfg) is not None)
     strategy.on_round_end = lambda report, arrays: _on_round_end(ctx, strategy, report, arrays)
     if ctx.state["phase"] == phase and ctx.state["strategy"] is not None:
         strategy.load_state_dict(ctx.state["strategy"])

@@ -150,6 +150,7 @@ class SiteAwareStrategy(Strategy):
         round_config: ``phase_round -> dict`` of per-round train config (learning rate, ...).
         threshold: operating point for the per-round validation confusion matrices.
         on_round_end: ``(report, arrays)`` after every round (persistence, progress line).
+        require_privacy: local DP: a train reply without the site's ledger entry is rejected.
     """
 
     def __init__(
@@ -171,6 +172,7 @@ class SiteAwareStrategy(Strategy):
         round_config: Callable[[int], dict] | None = None,
         threshold: float = 0.5,
         on_round_end: Callable[[RoundReport, ArrayRecord], None] | None = None,
+        require_privacy: bool = False,
     ) -> None:
         self.inner = inner
         self.phase = phase
@@ -188,6 +190,7 @@ class SiteAwareStrategy(Strategy):
         self.round_config = round_config
         self.threshold = float(threshold)
         self.on_round_end = on_round_end
+        self.require_privacy = require_privacy
         self.failed_rounds = 0
         self.declined: dict[int, str] = {}  # node -> reason, this strategy's lifetime
         self._sent: dict[str, np.ndarray] | None = None
@@ -262,6 +265,8 @@ class SiteAwareStrategy(Strategy):
             elif (privacy := self._privacy(report, center, msg.content)) is not None and privacy.declined:
                 report.declined[center] = self.declined[msg.metadata.src_node_id] = privacy.reason
                 logger.warning("round %d: %s %s", report.global_round, center, privacy.reason)
+            elif self.require_privacy and privacy is None:  # an update no site ledger accounts for
+                report.rejected.setdefault(center, "no privacy record: local DP is on, the update is not accounted")
             elif center not in report.rejected:
                 ok.append((msg.metadata.src_node_id, center, msg.content))
                 by_node[msg.metadata.src_node_id] = msg

@@ -84,6 +84,24 @@ def test_sites_over_budget_decline_the_others_go_on_and_training_stops_cleanly(t
     assert "exhausted" not in saved["university"] and saved["university"]["epsilon"] == 2.0  # its latest entry (eval, round 4)
 
 
+def test_an_update_without_a_ledger_entry_is_not_aggregated(tmp_path) -> None:
+    def site(message: Message) -> Message:  # regional sends its update without its privacy record
+        reply = _site(message)
+        if CENTERS[message.metadata.dst_node_id] == "regional" and message.metadata.message_type == MessageType.TRAIN:
+            reply = make_message(_metadata(2), content=RecordDict({k: v for k, v in reply.content.items() if k != PRIVACY_RECORD}))
+        return reply
+
+    cfg = compose_config(["experiment=smoke", f"run_dir={tmp_path}", "held_out_centers=[teaching]", "synthesis=false",
+                          "privacy=local", "rounds.stage_a=1", "rounds.stage_b=4"])
+    ctx = RunContext(FakeGrid(list(CENTERS), site), cfg, log=lambda _m: None)
+    _resume_or_start(ctx)
+    ctx.sites = Sites(CENTERS, train=[1, 2, 3], held_out=[4], info={c: SiteInfo(center=c, **COUNTS) for c in CENTERS.values()})
+    ctx.privacy.start(3)
+    run_phase(ctx, "stage_a", 1)
+    (line,) = [json.loads(line) for line in (tmp_path / "rounds.jsonl").read_text().splitlines()]
+    assert "no privacy record" in line["rejected"]["regional"] and line["answered"] == ["clinic", "university"]
+
+
 def test_the_setting_travels_typed_and_a_malformed_privacy_record_is_refused() -> None:
     cfg = compose_config(["experiment=smoke", "held_out_centers=[]", "synthesis=false", "privacy=local"])
     record = RunContext(None, cfg, log=lambda _m: None).train_request("stage_a").to_record()
