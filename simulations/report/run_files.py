@@ -101,6 +101,8 @@ def _cohort_dir(d: Path, kind: str, config: dict) -> Path | None:
     if kind == "comparison":
         candidates.append((_json(d / "compare.json") or {}).get("cohort_dir", ""))
     candidates.append(config.get("cohort_dir", ""))
+    for arm_config in sorted(d.glob("*/seed*/config.yaml"))[:1]:  # an ablation: its .hydra config is unresolved
+        candidates.append(_yaml(arm_config).get("cohort_dir", ""))
     for text in filter(None, candidates):
         path = Path(str(text))
         for found in (path, d / path):

@@ -167,9 +167,11 @@ def comparison(run: RunFiles) -> Section | None:
 
 
 def _arm_privacy(run: RunFiles) -> list[tuple[str, str]]:
-    """(arm/seed, what its privacy.json records) for a comparison's runs."""
+    """(arm/seed, what its privacy.json records) for a comparison's or an ablation's runs."""
     out = []
-    for r in run.results if isinstance(run.results, list) else []:
+    runs = run.results if isinstance(run.results, list) else [
+        {"arm": f.parent.name, "seed": f.name.removeprefix("seed"), "run_dir": f} for f in sorted(run.dir.glob("*/seed*")) if f.is_dir()]
+    for r in runs:
         path = Path(str(r.get("run_dir", ""))) / "privacy.json"
         if not path.is_file():
             out.append((f"{r.get('arm')} seed {r.get('seed')}", "no privacy record"))
@@ -182,7 +184,7 @@ def _arm_privacy(run: RunFiles) -> list[tuple[str, str]]:
 
 
 def privacy(run: RunFiles) -> Section:
-    if run.kind == "comparison" and run.privacy is None:
+    if run.kind in ("comparison", "ablation") and run.privacy is None:
         arms = _arm_privacy(run)
         return "privacy", "Privacy", (table(["run", "privacy record"], arms) if arms else note("No runs recorded."))
     if run.privacy is None:

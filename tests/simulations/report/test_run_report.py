@@ -70,3 +70,23 @@ def test_the_chromium_check_catches_errors_and_broken_images(tmp_path: Path, art
     assert any("boom" in e for e in result["errors"]), result
     assert result["images"] == [["broken", True, 0, 0]]
     assert (tmp_path / "bad.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_comparison_folder_reports_its_table_runs_and_each_arms_privacy(tmp_path: Path) -> None:
+    """A comparison's own files (no cohort, no model): table, every arm x seed, privacy per arm."""
+    import json
+
+    arm = tmp_path / "fedavg" / "seed0"
+    arm.mkdir(parents=True)
+    (arm / "privacy.json").write_text(json.dumps({"unit": "patient", "delta": None, "sites": {}, "central": None}))
+    (tmp_path / "compare.json").write_text(json.dumps({"experiment": "smoke", "seeds": [0], "arms": [{"name": "fedavg"}],
+                                                       "cohort_dir": str(tmp_path / "gone")}))
+    (tmp_path / "results.json").write_text(json.dumps([{"arm": "fedavg", "kind": "federated", "seed": 0, "status": "ok",
+                                                        "held_out_auc": 0.61, "run_dir": str(arm)}]))
+    (tmp_path / "table.md").write_text("| arm | held-out AUC |\n|---|---|\n| fedavg | 0.610 |\n")
+    main([str(tmp_path), "--out", str(tmp_path / "r.html")])
+    html = (tmp_path / "r.html").read_text()
+    assert "Comparison (FLamby protocol)" in html and "<td>0.610</td>" in html
+    assert "<td>fedavg seed 0</td><td>no privacy mechanism</td>" in html
+    assert "cohort folder is not reachable" in html
+    assert "http://" not in html and "https://" not in html and "<script" not in html
