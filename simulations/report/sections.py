@@ -195,13 +195,29 @@ def privacy(run: RunFiles) -> Section:
     if not entries:
         body = note("No privacy mechanism: no clipping, no noise, no accountant in this run.", "warn")
     else:
-        rows = [(name, e.get("mechanism", ""), e.get("accountant", ""), num(e.get("epsilon")), e.get("delta", p.get("delta")),
-                 e.get("noise_multiplier", ""), e.get("clip", e.get("clipping_norm", ""))) for name, e in entries]
-        body = table(["entry", "mechanism", "accountant", "epsilon", "delta", "noise multiplier", "clip"], rows)
+        rows = [(name, e.get("mechanism", ""), e.get("accountant", ""), num(e.get("epsilon"), 4), _recomputed(e),
+                 num(e.get("delta"), 6), num(e.get("clipping_norm"), 4), _events(e.get("events") or [])) for name, e in entries]
+        body = table(["entry", "mechanism", "accountant", "epsilon", "epsilon recomputed (dp-accounting)", "delta",
+                      "clipping norm", "releases"], rows)
     body += f"<p>Unit: {esc(p.get('unit', 'n/a'))}; delta: {esc(p.get('delta'))}.</p>"
     if run.privacy_md:
         body += f"<details><summary>privacy.md (the run's statement)</summary>{markdown(run.privacy_md)}</details>"
     return "privacy", "Privacy", body
+
+
+def _recomputed(entry: dict) -> str:
+    """The entry's epsilon recomputed from its events alone (server.privacy_ledger), or why not."""
+    from server.privacy_ledger import epsilon_from_events
+
+    try:
+        return num(epsilon_from_events(entry["events"], float(entry["delta"]), entry["accountant"]), 4)
+    except Exception as exc:  # an entry this install cannot recompute: say so in the cell
+        return f"not recomputed ({type(exc).__name__})"
+
+
+def _events(events: list[dict]) -> str:
+    return "; ".join(f"{int(e.get('count', 0))} x {e.get('kind')} (z = {num(e.get('noise_multiplier'), 3)}"
+                     + (f", q = {num(e['sample_rate'], 4)})" if "sample_rate" in e else ")") for e in events) or "none yet"
 
 
 def cost(run: RunFiles, size: int | None) -> Section:

@@ -90,3 +90,19 @@ def test_a_comparison_folder_reports_its_table_runs_and_each_arms_privacy(tmp_pa
     assert "<td>fedavg seed 0</td><td>no privacy mechanism</td>" in html
     assert "cohort folder is not reachable" in html
     assert "http://" not in html and "https://" not in html and "<script" not in html
+
+
+def test_the_privacy_ledger_is_shown_with_its_epsilon_recomputed(tmp_path: Path) -> None:
+    from server.privacy_ledger import epsilon_from_events
+    from simulations.report.run_files import RunFiles
+    from simulations.report.sections import privacy
+
+    events = [{"kind": "gaussian", "noise_multiplier": 1.0, "count": 4}]
+    entry = {"accountant": "rdp", "mechanism": "central Gaussian", "clipping_norm": 0.1, "events": events,
+             "epsilon": epsilon_from_events(events, 1e-3, "rdp"), "delta": 1e-3}
+    run = RunFiles(dir=tmp_path, kind="federated", privacy={"unit": "patient", "delta": 1e-3, "sites": {}, "central": entry})
+    _, _, body = privacy(run)
+    assert body.count(f"{entry['epsilon']:.4f}") == 2  # reported and recomputed agree
+    assert "4 x gaussian (z = 1.000)" in body
+    _, _, none = privacy(RunFiles(dir=tmp_path, kind="federated"))
+    assert "no privacy mechanism" in none.lower()
