@@ -18,7 +18,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 # Debian's chromium renders the run report in tests/simulations/test_federated_simulation.py
-# (headless, no network). Measured: about 3 min (apt-get update + install, 2 cores, loaded).
+# (headless, no network); the install's time is in docs/report.md.
 if ! command -v chromium >/dev/null 2>&1; then
   echo "[setup] installing Debian's chromium (the report test renders HTML with it)" >&2
   chromium_start=$SECONDS
