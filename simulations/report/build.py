@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecs_models.bundle_format import read_bundle
+from ecs_models.bundle_format import BundleError, read_bundle
 from ecs_models.evaluation import evaluate
 from ecs_models.sonographer import TVUS_DEEP_MI, simulated_reading
 from simulations.report import sections
@@ -117,6 +117,14 @@ def _scored_sections(run: RunFiles, log: Callable[[str], None]) -> tuple[list[tu
             ("saliency", "Where the model looked (occlusion saliency)", saliency)], intervals
 
 
+def _model_size(run: RunFiles) -> int | None:
+    """The exported model's input side in pixels, None without a readable bundle."""
+    try:
+        return read_bundle(run.bundle_dir).size if run.bundle_dir is not None else None
+    except BundleError:
+        return None
+
+
 def build_report(run_dir: str | Path, log: Callable[[str], None] = print) -> str:
     """The report's HTML for ``run_dir``.
 
@@ -125,7 +133,7 @@ def build_report(run_dir: str | Path, log: Callable[[str], None] = print) -> str
     """
     run = load_run(run_dir)
     scored_sections, intervals = _scored_sections(run, log) if run.kind in ("federated", "centralized") else ([], {})
-    size = read_bundle(run.bundle_dir).size if run.bundle_dir is not None else None
+    size = _model_size(run)
     parts = [sections.configuration(run), sections.cohort(run)]
     if run.kind in ("federated", "centralized"):
         hist = sections.histogram_roc(run, int(run.config.get("seed", 0) or 0), RESAMPLES)

@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> None:
         path = write_report(args.run_dir, args.out, log=lambda m: print(m, file=sys.stderr, flush=True))
     except ReportError as exc:
         sys.exit(f"ecs-report: {exc}")
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a run file with other content than its writer gives it
+        sys.exit(f"ecs-report: {args.run_dir}: a run file does not hold what ecs-train / ecs-simulate write "
+                 f"({type(exc).__name__}: {exc})")
     except OSError as exc:  # the output cannot be written, a file vanished while reading
         sys.exit(f"ecs-report: {exc.filename or ''}: {exc.strerror or exc}")
     except KeyboardInterrupt:

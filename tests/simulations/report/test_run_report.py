@@ -106,3 +106,10 @@ def test_the_privacy_ledger_is_shown_with_its_epsilon_recomputed(tmp_path: Path)
     assert "4 x gaussian (z = 1.000)" in body
     _, _, none = privacy(RunFiles(dir=tmp_path, kind="federated"))
     assert "no privacy mechanism" in none.lower()
+
+
+def test_a_run_file_with_unexpected_content_is_named_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "metrics.json").write_text('{"held_out": 3}')
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(SystemExit, match=r"a run file does not hold what ecs-train / ecs-simulate write"):
+        main([str(tmp_path)])
