@@ -43,6 +43,8 @@ def check_local_dp(cfg: DictConfig) -> None:
     if cfg.synthesis and not cfg.gan_artifact and int(cfg.rounds.gan) > 0:
         raise ValueError("privacy=local: the federated SG-CycleGAN is not trained under DP-SGD yet (its discriminators "
                          "see real ultrasound); set synthesis=false or give a gan_artifact (docs/privacy.md)")
+    if float(cfg.strategy.get("proximal_mu") or 0.0) > 0:
+        raise ValueError("privacy=local: FedProx's proximal term acts on the gradient DP-SGD replaces; use strategy=fedavg")
     norms = {"model": cfg.model.get("norm"), "teacher": cfg.teacher.get("norm") if cfg.distillation else "group"}
     if any(norm not in (None, "group") for norm in norms.values()):
         raise ValueError(f"privacy=local needs GroupNorm models (BatchNorm mixes the examples of a batch): {norms}")

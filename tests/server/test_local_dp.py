@@ -111,6 +111,9 @@ def test_the_setting_travels_typed_and_a_malformed_privacy_record_is_refused() -
         parse_request({**record, wire_key(RunFields, "local_dp"): json.dumps({**setting.as_dict(), "target_epsilon": -1})})
     with pytest.raises(MessageError, match="ledger"):
         PrivacyReport.from_record({"ledger": "[1, 2]"})
+    with pytest.raises(ValueError, match="FedProx"):
+        RunContext(None, compose_config(["experiment=smoke", "held_out_centers=[]", "synthesis=false", "privacy=local",
+                                         "strategy=fedprox"]), log=lambda _m: None)
     with pytest.raises(ValueError, match="GroupNorm"):
         RunContext(None, compose_config(["experiment=smoke", "held_out_centers=[]", "synthesis=false", "privacy=local",
                                          "model.norm=batch"]), log=lambda _m: None)
