@@ -17,18 +17,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$venv/bin/python" -m pip install --quiet -e "$repo[train,dev]"
   echo "$want" > "$stamp"
 fi
-# Debian's chromium renders the run report in tests/simulations/test_federated_simulation.py
-# (headless, no network); the install's time is in docs/report.md.
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "[setup] installing Debian's chromium (the report test renders HTML with it)" >&2
-  chromium_start=$SECONDS
-  sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
-  if $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null; then
-    echo "[setup] chromium installed in $((SECONDS - chromium_start)) s" >&2
-  else
-    echo "[setup] could not install chromium: the report's rendering test will fail" >&2
-  fi
-fi
 export PATH="$venv/bin:$PATH"
 export VIRTUAL_ENV="$venv"
 export HF_HUB_OFFLINE=1
