@@ -62,7 +62,7 @@ def test_markdown_tables_and_escaping() -> None:
 
 
 def test_the_chromium_check_catches_errors_and_broken_images(tmp_path: Path, artifacts_dir: Path) -> None:
-    assert chromium_path(), "chromium is missing: scripts/setup-env.sh installs Debian's chromium"
+    assert chromium_path(), "chromium is missing: scripts/install-chromium.sh (run by scripts/test.sh) installs Debian's chromium"
     page = tmp_path / "bad.html"
     page.write_text('<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body>'
                     '<img alt="broken" src="data:image/png;base64,AAAA"><script>console.error("boom")</script></body></html>')
