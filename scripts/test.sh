@@ -16,4 +16,4 @@ echo "[test] pytest" >&2
 # Two workers, one test module at a time each (module fixtures are built once): much of the suite
 # waits on subprocesses (Flower's SuperLink and apps, Ray), so two workers keep the CI's two cores
 # busy. ECS_TEST_WORKERS=0 runs in this process (for a debugger).
-python -m pytest -n "${ECS_TEST_WORKERS:-2}" --dist loadfile "$@"
+python -m pytest -n "${ECS_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"

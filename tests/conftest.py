@@ -32,12 +32,20 @@ def artifacts_dir() -> Path:
     return ARTIFACTS
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules marked ``slow`` (end-to-end runs of minutes) first, the rest in their usual order.
+def _schedule_rank(item: pytest.Item) -> int:
+    slow = item.get_closest_marker("slow")
+    if slow is None:
+        return 2
+    return 0 if slow.kwargs.get("longest") else 1
 
-    scripts/test.sh runs the suite on two pytest-xdist workers, one module at a time per worker:
-    started first, the long runs overlap each other and the many short tests fill in around them,
-    instead of one long run starting last and keeping a worker busy after the other has finished.
-    The sort is stable and the same in every worker, as xdist requires.
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest runs first (``slow(longest=True)``), then the other ``slow`` modules, then the rest.
+
+    scripts/test.sh runs the suite on two pytest-xdist workers, one module at a time per worker, in
+    this order (``--no-loadscope-reorder``): started first, the long runs overlap each other and the
+    many short tests fill in around them, instead of one long run starting last and keeping a
+    worker busy after the other has finished. The sort is stable and the same in every worker, as
+    xdist requires.
     """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    items.sort(key=_schedule_rank)

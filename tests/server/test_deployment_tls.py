@@ -37,7 +37,7 @@ from simulations.federated.guard import Guarded, process_alive
 from simulations.federated.loopback import LoopbackFederation
 from simulations.federated.simulate import write_run_config
 
-pytestmark = pytest.mark.slow  # an end-to-end run: scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.slow(longest=True)  # among the longest runs: scheduled first (tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 MAKE_CERTIFICATES = REPO / "scripts" / "make-certificates.sh"

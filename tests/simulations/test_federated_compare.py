@@ -30,7 +30,7 @@ from simulations.federated.compare import (
 from simulations.federated.compare_report import write_report
 from simulations.federated.runtime import process_alive
 
-pytestmark = pytest.mark.slow  # an end-to-end run: scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.slow(longest=True)  # among the longest runs: scheduled first (tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 ECS_SIMULATE = Path(sys.executable).parent / "ecs-simulate"

@@ -20,7 +20,7 @@ from headless import render_page
 
 from simulations.federated.runtime import process_alive
 
-pytestmark = pytest.mark.slow  # an end-to-end run: scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.slow(longest=True)  # among the longest runs: scheduled first (tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 ECS_SIMULATE = Path(sys.executable).parent / "ecs-simulate"
