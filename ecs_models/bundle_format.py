@@ -14,6 +14,8 @@ The document states everything needed to feed the model what it was evaluated on
     input.resize           {from (PreprocessConfig.output_size), to (size), method}
     input.preprocess       every PreprocessConfig field and the pipeline version of client.data
     input.intensity        training intensity statistics (ecs_models.inputs.intensity_summary) or null
+    latency                {p50_ms, p95_ms, runs, threads, batch, cpu, measured_on}: ONNX Runtime on the
+                           exporting machine (ecs_models.latency); absent in bundles exported before it
 
 This module imports neither torch nor the data layer: the preprocess block is plain values that
 the caller turns back into a ``client.data.preprocess.PreprocessConfig``.
@@ -45,7 +47,9 @@ class BundleSpec:
     """A bundle read back: the ONNX file, the operating point and the exact input recipe.
 
     ``preprocess``: PreprocessConfig fields (``pipeline_version`` removed, kept apart);
-    ``size``: the model's input side in pixels; ``intensity``: see :mod:`ecs_models.inputs`.
+    ``size``: the model's input side in pixels; ``intensity``: see :mod:`ecs_models.inputs`;
+    ``latency``: the exporting machine's measurement (ms, see :mod:`ecs_models.latency`) or None
+    for bundles exported before it was recorded.
     """
 
     onnx_path: Path
@@ -56,6 +60,7 @@ class BundleSpec:
     pipeline_version: int
     intensity: dict[str, Any] | None
     document: dict[str, Any]
+    latency: dict[str, Any] | None = None
 
 
 def bundle_document(*, name: str, onnx_file: str, onnx_sha256: str, package_version: str, size: int,
@@ -122,4 +127,11 @@ def read_bundle(model: str | Path) -> BundleSpec:
         raise BundleError(f"{onnx_path}: not the model {path.name} describes (sha256 differs): a damaged copy, "
                           "or files of two bundles mixed")
     return BundleSpec(onnx_path, str(doc["model"].get("name", onnx_path.stem)), threshold, size, preprocess,
-                      pipeline_version, spec_input.get("intensity"), doc)
+                      pipeline_version, spec_input.get("intensity"), doc, _latency(doc.get("latency")))
+
+
+def _latency(block: Any) -> dict[str, Any] | None:
+    """The recorded latency when it has its two figures; older bundles have none (not an error)."""
+    if isinstance(block, dict) and all(isinstance(block.get(k), int | float) for k in ("p50_ms", "p95_ms")):
+        return block
+    return None

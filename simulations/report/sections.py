@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ecs_models.bundle_format import BundleError, read_bundle
 from simulations.report.figures import image_uri, roc_figure, round_curves, tile_grid
 from simulations.report.html import esc, figure, markdown, note, num, table
 from simulations.report.run_files import RunFiles
@@ -237,9 +238,24 @@ def cost(run: RunFiles, size: int | None) -> Section:
     onnx = run.bundle_dir / "lsnet.onnx" if run.bundle_dir else None
     if onnx is not None and onnx.is_file():
         body += f"<p>Exported ONNX model: {onnx.stat().st_size / 1e6:.2f} MB, input {esc(size)} px.</p>"
-    body += note("Latency is not measured by a training run; per-image CPU latency of the exported models is in "
-                 "docs/benchmarks.md (benchmarks/bench_screen.py, bench_latency.py).")
+    body += _latency(run)
     return "cost", "Model cost", body
+
+
+def _latency(run: RunFiles) -> str:
+    """The exported model's latency recorded at export (bundle ``latency``), or "not measured"."""
+    try:
+        lat = read_bundle(run.bundle_dir).latency if run.bundle_dir is not None else None
+    except BundleError:
+        lat = None
+    more = ("Decode and preprocessing included, and other models: docs/benchmarks.md "
+            "(benchmarks/bench_screen.py, bench_latency.py).")
+    if lat is None:
+        return note("Latency: not measured (no exported model, or one exported before latency was recorded). " + more)
+    return (f"<p>Measured latency of the exported model: p50 {num(lat['p50_ms'], 2)} ms, p95 {num(lat['p95_ms'], 2)} ms "
+            f"per image (ONNX Runtime, {esc(lat.get('threads', 1))} thread, batch {esc(lat.get('batch', 1))}, "
+            f"{esc(lat.get('runs'))} timed runs) on {esc(lat.get('cpu', 'an unrecorded CPU'))}.</p>"
+            + note(f"Measured on {lat.get('measured_on', 'the exporting machine')}; model forward pass only. " + more))
 
 
 def _counted(run: RunFiles) -> dict | None:

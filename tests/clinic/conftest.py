@@ -5,23 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
+from tiny_models import TinyClassifier
 
 from ecs_models.bundle import export_student
 from ecs_models.preprocessing import PreprocessConfig
 
 # training-frame statistics the domain check compares with (ecs_models.inputs.intensity_summary)
 INTENSITY = {"n_images": 100, "quantiles": [0.005, 0.5, 0.995], "mean": [0.05, 0.3, 0.6], "std": [0.02, 0.15, 0.35]}
-
-
-class TinyClassifier(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(1, 2, 3, stride=4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x).mean(dim=(2, 3))
 
 
 @pytest.fixture(scope="session")

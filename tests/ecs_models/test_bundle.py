@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from pydicom.data import get_testdata_file
+from tiny_models import TinyClassifier
 
 from client.data.dataset import SiteImageDataset
 from client.data.labels import LabelRow
@@ -20,24 +21,13 @@ from ecs_models.evaluation import metrics_at, operating_point
 from ecs_models.preprocessing import PIPELINE_VERSION, PreprocessConfig
 from ecs_models.training.data import TransformedImages
 
-
-class _Tiny(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(1, 2, 3, stride=4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x).mean(dim=(2, 3))
-
-
 LABELS = np.array([0, 0, 0, 1, 1, 1, 0, 1])
 SCORES = np.array([0.1, 0.3, 0.45, 0.2, 0.6, 0.9, 0.7, 0.8])
 RUN = {"kind": "test", "dir": "nowhere"}
 
 
 def _export(tmp_path, size=16, threshold=0.6, val=None, preprocess=None):
-    return export_student(_Tiny(), tmp_path, name="tiny", size=size, threshold=threshold, target_sensitivity=0.75,
+    return export_student(TinyClassifier(), tmp_path, name="tiny", size=size, threshold=threshold, target_sensitivity=0.75,
                           val=val, chosen_on="a test", preprocess=preprocess or PreprocessConfig(), run=RUN)
 
 
@@ -48,6 +38,19 @@ def test_the_operating_point_file_records_the_rule_and_the_figures_at_its_thresh
     assert written["rule"] == "sensitivity-first" and written["target_sensitivity"] == 0.75
     assert written["threshold"] == op["threshold"] == pytest.approx(0.6)
     assert (written["val_sensitivity"], written["val_specificity"]) == (0.75, 0.75)
+
+
+def test_the_bundle_records_the_models_measured_latency_and_older_bundles_still_load(tmp_path) -> None:
+    _export(tmp_path)
+    latency = read_bundle(tmp_path).latency
+    assert 0 < latency["p50_ms"] <= latency["p95_ms"] and latency["runs"] >= 20
+    assert (latency["threads"], latency["batch"]) == (1, 1) and latency["cpu"]
+    assert "exporting machine" in latency["measured_on"]
+    path = tmp_path / "operating_point.json"
+    document = json.loads(path.read_text())
+    del document["latency"]  # a bundle exported before latency was recorded
+    path.write_text(json.dumps(document))
+    assert read_bundle(tmp_path).latency is None
 
 
 def test_validation_figures_of_another_threshold_are_refused(tmp_path) -> None:
@@ -81,7 +84,7 @@ def test_a_160_px_preprocess_resized_to_128_reaches_the_model_as_training_fed_it
     assert prepared.inputs.shape == (1, 128, 128)
     np.testing.assert_array_equal(prepared.inputs, trained_on)
     with torch.no_grad():
-        expected = torch.softmax(_Tiny()(training[0][0][None]), dim=-1)[0, 1].item()
+        expected = torch.softmax(TinyClassifier()(training[0][0][None]), dim=-1)[0, 1].item()
     assert model.probabilities(prepared.inputs)[0] == pytest.approx(expected, abs=1e-5)
 
 
