@@ -6,10 +6,12 @@ Examples::
     ecs-evaluate received/model /data/tvus                   # DATA_DIR/manifest.csv holds the labels
     ecs-evaluate received/model /data/tvus --labels labels.csv --json > validation.json
 
-MODEL is the bundle (its folder, ``<name>.onnx`` or ``operating_point.json``) or a run folder
-holding ``model/``. Metrics are at the bundle's operating point (chosen on the training run's
-validation data, not on this folder), with 95 % patient-level bootstrap intervals; per-file
-scores go to ``--scores`` (CSV).
+MODEL is the bundle (its folder, ``<name>.onnx`` or ``operating_point.json``), a run folder
+holding ``model/``, or a centralized run's ``checkpoint.pt`` (or its folder without ``model/``):
+with the training install, exported to a temporary bundle by the run's exporter and evaluated
+like one; the clinic install refuses it with the install command. Metrics are at the bundle's
+operating point (chosen on the training run's validation data, not on this folder), with 95 %
+patient-level bootstrap intervals; per-file scores go to ``--scores`` (CSV).
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
+from clinic.checkpoint import checkpoint_of, export_checkpoint
 from clinic.cli import json_safe, progress_printer, user_errors
 from clinic.evaluate import evaluate_site, score_site, write_scores
 from clinic.model import ScreeningModel
-from ecs_models.bundle_format import BundleError
 
 DESCRIPTION = ("Validate a model bundle on a labelled DICOM folder: AUC, sensitivity, specificity, PPV, NPV, F1 and PR-AUC at the bundle's operating point, with patient-level bootstrap intervals, and per-file scores.")
 PROG = "ecs-evaluate"
@@ -32,7 +36,7 @@ SHOWN = ("auc", "sensitivity", "specificity", "ppv", "npv", "f1", "pr_auc")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
-    parser.add_argument("model", type=Path, help="model bundle (folder, .onnx, operating_point.json) or a run folder")
+    parser.add_argument("model", type=Path, help="model bundle (folder, .onnx, operating_point.json), a run folder or its checkpoint.pt")
     parser.add_argument("data_dir", type=Path, help="the site's DICOM folder")
     parser.add_argument("--labels", type=Path, metavar="CSV",
                         help="label file (client.data.labels format); default DATA_DIR/manifest.csv or DATA_DIR/<center>/manifest.csv")
@@ -45,10 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _bundle_path(model: Path) -> Path:
-    if model.suffix == ".pt":
-        raise BundleError(f"{model}: a PyTorch checkpoint needs the training install; ecs-evaluate reads the "
-                          "exported bundle, <run>/model/ (lsnet.onnx + operating_point.json), written next to it")
+def _bundle_path(model: Path, scratch: ExitStack) -> Path:
+    """The bundle to load; a checkpoint is exported to a temporary bundle that ``scratch`` removes."""
+    checkpoint = checkpoint_of(model)
+    if checkpoint is not None:
+        folder = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="ecs-evaluate-")))
+        return export_checkpoint(checkpoint, folder / "model")
     if model.is_dir() and (model / "model" / "operating_point.json").is_file():
         return model / "model"  # a run folder
     return model
@@ -73,17 +79,19 @@ def _table(doc: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ecs-evaluate``; returns 0."""
     args = _parser().parse_args(argv)
-    with user_errors(PROG):
+    with user_errors(PROG), ExitStack() as scratch:
         if not args.data_dir.is_dir():
             raise NotADirectoryError(f"data folder not found: {args.data_dir}")
         if args.resamples < 1:
             raise ValueError("--resamples must be >= 1")
-        model = ScreeningModel(_bundle_path(args.model))
+        model = ScreeningModel(_bundle_path(args.model, scratch))
         scored = score_site(model, args.data_dir, args.labels, progress_printer(PROG, args.quiet))
         doc = evaluate_site(scored, model.threshold, resamples=args.resamples, seed=args.seed)
         doc["scores_csv"] = str(write_scores(args.scores, scored, model.threshold))
         doc["model"] = {"onnx": str(model.spec.onnx_path), **model.spec.document.get("model", {}),
                         "run": model.spec.document.get("run")}
+        if checkpoint_of(args.model) is not None:  # the bundle was temporary: name what was evaluated
+            doc["model"]["checkpoint"] = str(checkpoint_of(args.model))
         doc["refused"] = [{"file": s.result.file, "reason": " | ".join(s.result.warnings)}
                           for s in scored if s.result.probability is None]
         if args.json:

@@ -31,6 +31,7 @@ from ecs_models.bundle import export_student
 from ecs_models.complexity import complexity_report
 from ecs_models.evaluation import operating_point
 from ecs_models.inputs import intensity_summary
+from ecs_models.run_checkpoint import RUN_CONFIG, student_kwargs
 from ecs_models.training.data import (
     TransformedImages,
     cap_synthetic,
@@ -51,7 +52,6 @@ from simulations.cohort.spec import cohort_spec_from_config
 __all__ = ["seed_everything", "resolve_device", "ensure_cohort", "fill_cache", "run_training", "finished_run", "held_out_datasets",
            "student_from_run", "save_synthetic", "load_synthetic"]
 
-RUN_CONFIG = "config.yaml"  # the run's resolved configuration, written before it trains
 SYNTHETIC_FILE = "synthetic.npz"  # the synthetic ultrasound stage A trained on (uint8 images, labels)
 
 Log = Callable[[str], None]
@@ -179,11 +179,7 @@ def _evaluate(model: torch.nn.Module, datasets: dict[str, object], size: int, ba
 
 
 def _student_kwargs(cfg: DictConfig) -> tuple[str, dict]:
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    name = model_cfg.pop("name")
-    if name in ("lsnet", "teacher"):
-        model_cfg["img_size"] = int(cfg.training.img_size)
-    return name, model_cfg
+    return student_kwargs(OmegaConf.to_container(cfg.model, resolve=True), int(cfg.training.img_size))
 
 
 def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_cache: dict | None = None) -> dict:

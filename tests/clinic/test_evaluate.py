@@ -9,12 +9,16 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
+from tiny_models import TinyClassifier
 
 from client.data.labels import read_label_file
 from clinic.evaluate import ScoredFile, evaluate_site
 from clinic.evaluate_cli import main as evaluate
 from clinic.screen import ScreenResult
 from clinic.screen_cli import main as screen
+from ecs_models.training.distill import DistillationModel
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +83,42 @@ def test_label_problems_are_refused_with_the_reason(tiny_bundle, tmp_path, manif
     assert str(exit_.value.code).startswith("ecs-evaluate: ") and message in str(exit_.value.code)
 
 
-def test_a_checkpoint_is_pointed_to_its_exported_bundle(tmp_path) -> None:
-    (tmp_path / "checkpoint.pt").write_bytes(b"")
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A centralized run folder as ecs-train leaves it, without model/: config.yaml and
+    checkpoint.pt of the tiny_bundle's model (same weights, 40 px resized to 32, threshold 0.5)."""
+    run = tmp_path_factory.mktemp("run") / "tiny-run"
+    run.mkdir()
+    config = {"model": {"name": "tiny_classifier"}, "training": {"img_size": 32, "preprocess_size": 40},
+              "mode": "pooled", "seed": 0, "experiment_name": "test"}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    metrics = {"threshold": 0.5, "operating_point": {"target_sensitivity": 0.95}, "val": None, "train_centers": ["a"]}
+    torch.save({"model": DistillationModel(TinyClassifier()).state_dict(), "metrics": metrics}, run / "checkpoint.pt")
+    return run
+
+
+def _file_scores(path: Path, center: str) -> dict[str, str]:
+    """{file name: probability} of ``center``'s rows of a per-file scores CSV."""
+    with path.open() as handle:
+        return {Path(row["file"]).name: row["probability"] for row in csv.DictReader(handle) if row["center"] == center}
+
+
+def test_a_checkpoint_gives_the_per_file_scores_of_its_exported_bundle(evaluated, tiny_run, tiny_cohort, tmp_path, capsys) -> None:
+    """ecs-evaluate on the run's checkpoint.pt exports it (ecs_models.run_checkpoint, with the run's
+    config) and scores as the bundle export_student made of the same weights (``evaluated``)."""
+    scores = tmp_path / "scores.csv"
+    assert evaluate([str(tiny_run / "checkpoint.pt"), str(tiny_cohort / "clinic"), "--json", "--resamples", "20", "--quiet",
+                     "--scores", str(scores)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["threshold"] == 0.5 and doc["model"]["run"]["exported_from"] == "checkpoint.pt"
+    assert doc["model"]["checkpoint"] == str(tiny_run / "checkpoint.pt")
+    bundle_scores = _file_scores(evaluated[1], "clinic")  # one center: seconds
+    assert len(bundle_scores) == doc["n_images"] > 0 and _file_scores(scores, "clinic") == bundle_scores
+
+
+def test_without_torch_a_checkpoint_is_refused_with_the_install_command(tiny_run, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("clinic.checkpoint.find_spec", lambda name: None)  # the clinic install: no torch
     with pytest.raises(SystemExit) as exit_:
-        evaluate([str(tmp_path / "checkpoint.pt"), str(tmp_path)])
-    assert "model/" in str(exit_.value.code)
+        evaluate([str(tiny_run), str(tmp_path)])
+    message = str(exit_.value.code)
+    assert 'pip install ".[train]"' in message and "\n" not in message
