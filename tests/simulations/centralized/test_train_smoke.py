@@ -131,3 +131,17 @@ def test_synthetic_images_are_kept_with_the_run_and_can_be_scored(smoke_run: Pat
     assert image.shape[0] == 1 and float(image.min()) >= 0 and float(image.max()) <= 1 and label in (0, 1)
     m = score_synthetic(smoke_run, smoke_run / "synthetic.npz")
     assert m["n"] == len(synthetic) and 0 <= m["sensitivity"] <= 1
+
+
+def test_the_runs_checkpoint_exports_to_the_model_the_run_exported(smoke_run: Path, tmp_path: Path) -> None:
+    """What ecs-evaluate does with checkpoint.pt (ecs_models.run_checkpoint): the same model
+    (logits on one input), operating point and preprocessing as the run's own model/."""
+    from ecs_models.run_checkpoint import export_checkpoint
+
+    ours = read_bundle(export_checkpoint(smoke_run / "checkpoint.pt", tmp_path / "model"))
+    theirs = read_bundle(smoke_run / "model")
+    assert (ours.threshold, ours.size, ours.preprocess) == (theirs.threshold, theirs.size, theirs.preprocess)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 1, ours.size, ours.size)).astype(np.float32)
+    sessions = [ort.InferenceSession(str(s.onnx_path), providers=["CPUExecutionProvider"]) for s in (ours, theirs)]
+    logits = [session.run(None, {session.get_inputs()[0].name: x})[0] for session in sessions]
+    np.testing.assert_allclose(logits[0], logits[1], atol=1e-5)
