@@ -1,5 +1,6 @@
 """The ``clinic`` install extra: a fresh environment with ``pip install ecs-fl[clinic]`` has no torch,
-Flower or Ray, and ecs-screen and ecs-evaluate run there on a tiny bundle.
+Flower or Ray, ecs-screen and ecs-evaluate run there on a tiny bundle, and a checkpoint is refused
+there with the install command.
 
 Built by scripts/make-clinic-env.sh (this checkout's wheel into a pip-less venv, dependencies from
 pip's cache or PyPI, no byte-compiling); the time it took is printed.
@@ -50,3 +51,12 @@ def test_ecs_screen_and_ecs_evaluate_run_in_the_clinic_environment(clinic_env, t
     done = _run(clinic_env / "ecs-evaluate", tiny_bundle, tiny_cohort / "clinic", "--json", "--resamples", "20",
                 "--quiet", cwd=tmp_path)
     assert json.loads(done.stdout)["n_images"] > 0 and (tmp_path / "ecs-evaluate-scores.csv").is_file()
+
+
+@pytest.mark.slow
+def test_a_checkpoint_is_refused_in_the_clinic_environment_with_the_install_command(clinic_env, tmp_path) -> None:
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    done = subprocess.run([str(clinic_env / "ecs-evaluate"), str(tmp_path / "checkpoint.pt"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and 'pip install ".[train]"' in done.stderr, done.stderr
