@@ -21,7 +21,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import re
 import statistics
 import tempfile
@@ -37,6 +36,7 @@ import torch  # noqa: E402
 from ecs_models import create_model  # noqa: E402
 from ecs_models.complexity import count_macs, count_parameters  # noqa: E402
 from ecs_models.export import export_onnx  # noqa: E402
+from ecs_models.latency import cpu_name  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -152,16 +152,6 @@ def ort_profile(path: Path, x: np.ndarray, rows: int = 8, runs: int = 20) -> str
     return "\n".join(lines)
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -227,7 +217,7 @@ def main() -> None:
     import onnxruntime
 
     print(
-        f"{_cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, "
+        f"{cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, "
         f"onnxruntime {onnxruntime.__version__}; load average (1/5/15 min) "
         f"{load['before']} before, {load['after']} after"
     )
