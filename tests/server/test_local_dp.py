@@ -60,13 +60,19 @@ def _site(message: Message) -> Message:
     return reply
 
 
-def test_sites_over_budget_decline_the_others_go_on_and_training_stops_cleanly(tmp_path) -> None:
+def _local_dp_context(tmp_path, site, stage_a: int, stage_b: int) -> RunContext:
+    """A started privacy=local run on the fake Grid: 3 training centers, teaching held out."""
     cfg = compose_config(["experiment=smoke", f"run_dir={tmp_path}", "held_out_centers=[teaching]", "synthesis=false",
-                          "privacy=local", "rounds.stage_a=3", "rounds.stage_b=2"])
-    ctx = RunContext(FakeGrid(list(CENTERS), _site), cfg, log=lambda _m: None)
+                          "privacy=local", f"rounds.stage_a={stage_a}", f"rounds.stage_b={stage_b}"])
+    ctx = RunContext(FakeGrid(list(CENTERS), site), cfg, log=lambda _m: None)
     _resume_or_start(ctx)
     ctx.sites = Sites(CENTERS, train=[1, 2, 3], held_out=[4], info={c: SiteInfo(center=c, **COUNTS) for c in CENTERS.values()})
     ctx.privacy.start(3)
+    return ctx
+
+
+def test_sites_over_budget_decline_the_others_go_on_and_training_stops_cleanly(tmp_path) -> None:
+    ctx = _local_dp_context(tmp_path, _site, stage_a=3, stage_b=2)
     run_phase(ctx, "stage_a", 3)
     run_phase(ctx, "stage_b", 2)
     rounds = [json.loads(line) for line in (tmp_path / "rounds.jsonl").read_text().splitlines()]
@@ -91,12 +97,7 @@ def test_an_update_without_a_ledger_entry_is_not_aggregated(tmp_path) -> None:
             reply = make_message(_metadata(2), content=RecordDict({k: v for k, v in reply.content.items() if k != PRIVACY_RECORD}))
         return reply
 
-    cfg = compose_config(["experiment=smoke", f"run_dir={tmp_path}", "held_out_centers=[teaching]", "synthesis=false",
-                          "privacy=local", "rounds.stage_a=1", "rounds.stage_b=4"])
-    ctx = RunContext(FakeGrid(list(CENTERS), site), cfg, log=lambda _m: None)
-    _resume_or_start(ctx)
-    ctx.sites = Sites(CENTERS, train=[1, 2, 3], held_out=[4], info={c: SiteInfo(center=c, **COUNTS) for c in CENTERS.values()})
-    ctx.privacy.start(3)
+    ctx = _local_dp_context(tmp_path, site, stage_a=1, stage_b=4)
     run_phase(ctx, "stage_a", 1)
     (line,) = [json.loads(line) for line in (tmp_path / "rounds.jsonl").read_text().splitlines()]
     assert "no privacy record" in line["rejected"]["regional"] and line["answered"] == ["clinic", "university"]
