@@ -49,6 +49,7 @@ from ecs_models.sparse_attention import (
     fold_tokens,
     key_rows,
     num_topk_keys,
+    region_rows,
     select_topk_keys,
     unfold_tokens,
 )
@@ -75,6 +76,12 @@ class MobileViTConfig:
     attention: Literal["dense", "topk"] = "topk"  # dense attention or per-query top-k keys
     topk_ratio: float = 1 / 25  # k = max(1, round(N * topk_ratio)) keys per query
     gradient_generator: bool = True  # rank top-k keys by g_hat (else by the layer's own q k^T)
+    # Side s (in tokens) of the square regions the generator's selection ranks: 1 = each query
+    # keeps its own top-k keys; s > 1 = each s x s query region keeps its top k_r key regions
+    # (k_r = max(1, round(R * topk_ratio)) of R = N / s^2; all their tokens are its keys), in
+    # every block whose token grid s divides (others select per query). Region selection is what
+    # makes LSNet as fast as its FLOPs on a CPU (docs/benchmarks.md, issue 17).
+    selection_region: int = 2
     norm: Literal["batch", "group"] = "batch"  # conv norms; "group" for Opacus DP-SGD
     norm_groups: int = 8  # GroupNorm groups (gcd with the channel count)
     num_classes: int = 2  # classifier outputs (invasion absent / present)
@@ -93,6 +100,8 @@ class MobileViTConfig:
             raise ValueError(f"attention must be 'dense' or 'topk', got {self.attention!r}")
         if self.norm not in ("batch", "group"):
             raise ValueError(f"norm must be 'batch' or 'group', got {self.norm!r}")
+        if self.selection_region < 1:
+            raise ValueError(f"selection_region must be >= 1, got {self.selection_region}")
         if self.attention == "dense" and self.gradient_generator:
             # A generator only makes sense to rank keys; the dense ablation has none.
             raise ValueError("gradient_generator=True requires attention='topk'")
@@ -193,14 +202,16 @@ class TransformerLayer(nn.Module):
         grid: tuple[int, int],
         index: torch.Tensor | None,
         rows: torch.Tensor | None = None,
+        region: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x [B, P, N, d] -> (x [B, P, N, d], pre-softmax scores [B, P, h, N, N] or None).
 
-        ``index`` [B, P, N, h, k]: the block's key selection; ``rows`` its ``key_rows``.
+        ``index`` [B, P, N, h, k]: the block's key selection; ``rows`` its ``key_rows`` (or, with
+        ``region`` > 1, the ``region_rows`` of a region selection; tokens in region order).
         """
-        attn_out, scores = self.attn(self.norm1(x), index, rows)
+        attn_out, scores = self.attn(self.norm1(x), index, rows, region)
         x = x + attn_out
-        x = x + self.ffn(self.norm2(x), grid)
+        x = x + self.ffn(self.norm2(x), grid, region)
         return x, scores
 
 
@@ -213,6 +224,7 @@ class MobileViTBlock(nn.Module):
         super().__init__()
         self.patch_size = cfg.patch_size
         self.topk_ratio = cfg.topk_ratio
+        self.selection_region = cfg.selection_region
         self.conv_kxk = ConvNormAct(cfg, in_chs, in_chs, 3)
         self.conv_1x1 = nn.Conv2d(in_chs, dim, 1, bias=False)
         self.generator = (
@@ -240,23 +252,29 @@ class MobileViTBlock(nn.Module):
         grid = (new_h // ph, new_w // ph)
 
         index = rows = block_map = None
+        s = self.selection_region
+        region = s if self.generator is not None and grid[0] % s == 0 and grid[1] % s == 0 else 1
         if self.generator is not None:
-            products = self.generator(x)  # [B, P, h, N, N], X X^T
-            # SELU is strictly increasing and so is the paper's ranking score in g_hat: rank
-            # by X X^T directly (see sparse_attention.ranking_score).
-            index = select_topk_keys(products, num_topk_keys(products.shape[-1], self.topk_ratio))
-            index = index.transpose(2, 3)  # [B, P, N, h, k], shared by all layers of the block
-            rows = key_rows(index, products.shape[-1])  # their gather rows, for k and v alike
+            # ranking: X X^T [B, P, h, N, N], or its region means [B, P, h, R, R]. SELU is
+            # strictly increasing and so is the paper's ranking score in g_hat: rank by X X^T
+            # directly (see sparse_attention.ranking_score).
+            ranking, products = self.generator(x, region, full=with_map)
+            chosen = select_topk_keys(ranking, num_topk_keys(ranking.shape[-1], self.topk_ratio))
+            if region > 1:  # [B, P, h, R, k_r] key regions per query region
+                rows = region_rows(chosen)  # shared by all layers of the block, k and v alike
+            else:
+                index = chosen.transpose(2, 3)  # [B, P, N, h, k], shared by all layers
+                rows = key_rows(index, ranking.shape[-1])  # their gather rows, k and v alike
             if with_map:
-                block_map = F.selu(products)  # g_hat
+                block_map = F.selu(products)  # g_hat per token pair, distilled on
 
-        tokens = unfold_tokens(x, ph)  # [B, P, N, d]
+        tokens = unfold_tokens(x, ph, region)  # [B, P, N, d]
         for i, layer in enumerate(self.layers):
-            tokens, scores = layer(tokens, grid, index, rows)
+            tokens, scores = layer(tokens, grid, index, rows, region)
             if i == 0 and block_map is None:
                 block_map = scores
         tokens = self.norm(tokens)
-        x = fold_tokens(tokens, ph, grid)  # [B, d, H', W']
+        x = fold_tokens(tokens, ph, grid, region)  # [B, d, H', W']
         if resized:
             x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
         x = self.conv_proj(x)

@@ -38,9 +38,11 @@ __all__ = [
     "ranking_score",
     "select_topk_keys",
     "key_rows",
+    "region_rows",
     "gather_keys",
     "dense_attention",
     "sparse_attention",
+    "region_attention",
     "GridDepthwiseSeparableConv",
     "GradientGenerator",
     "TokenAttention",
@@ -50,25 +52,28 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- layout helpers
-_TOKEN_ORDER: dict[tuple[int, int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+_TOKEN_ORDER: dict[tuple[int, int, int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def _token_order(
-    h: int, w: int, patch_size: int, device: torch.device
+    h: int, w: int, patch_size: int, region: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(map row of each token in [P * N] order, token of each map row) for an [H, W] map.
 
     Rows of the channels-last map are r = y * W + x; token (p, n) with p = (ph, pw), n = (nh, nw)
-    sits at y = nh * patch_size + ph, x = nw * patch_size + pw. Cached in eager mode; built afresh
-    while tracing or compiling, so that exporters see plain constants.
+    sits at y = nh * patch_size + ph, x = nw * patch_size + pw. With ``region`` = s > 1 the N
+    tokens of each position are ordered region by region: the s x s tokens of region (ry, rx)
+    (nh = ry * s + ty, nw = rx * s + tx) are consecutive, row-major inside the region, so a
+    region's keys are one contiguous slice. Cached in eager mode; built afresh while tracing or
+    compiling, so that exporters see plain constants.
     """
-    key = (h, w, patch_size, str(device))
+    key = (h, w, patch_size, region, str(device))
     building = torch.jit.is_tracing() or torch.compiler.is_compiling()
     if building or key not in _TOKEN_ORDER:
         with torch.inference_mode(False):  # usable inside and outside inference mode
-            nh, nw = h // patch_size, w // patch_size
-            rows = torch.arange(h * w, device=device).view(nh, patch_size, nw, patch_size)
-            order = rows.permute(1, 3, 0, 2).reshape(-1)  # [P * N]
+            ry, rx, s, ps = h // patch_size // region, w // patch_size // region, region, patch_size
+            rows = torch.arange(h * w, device=device).view(ry, s, ps, rx, s, ps)
+            order = rows.permute(2, 5, 0, 3, 1, 4).reshape(-1)  # [P * N]
             inverse = torch.empty_like(order)
             inverse[order] = torch.arange(h * w, device=device)
         if building:
@@ -77,8 +82,11 @@ def _token_order(
     return _TOKEN_ORDER[key]
 
 
-def unfold_tokens(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+def unfold_tokens(x: torch.Tensor, patch_size: int, region: int = 1) -> torch.Tensor:
     """Feature map [B, d, H, W] -> tokens [B, P, N, d] (H, W divisible by ``patch_size``).
+
+    ``region`` = s > 1 orders each position's tokens region by region (s x s token regions; the
+    token grid must be divisible by s), as region selection needs; 1 is row-major.
 
     A transpose to channels-last, then a gather of the map's rows in token order, rather than
     one 6-D permutation: onnxruntime runs the 6-D Transpose about 10x slower (measured ~1 ms
@@ -86,19 +94,22 @@ def unfold_tokens(x: torch.Tensor, patch_size: int) -> torch.Tensor:
     into the 6-D one). Same values.
     """
     b, d, h, w = x.shape
-    order, _ = _token_order(h, w, patch_size, x.device)
+    order, _ = _token_order(h, w, patch_size, region, x.device)
     x = x.permute(0, 2, 3, 1).reshape(b, h * w, d).index_select(1, order)
     return x.reshape(b, patch_size * patch_size, (h // patch_size) * (w // patch_size), d)
 
 
-def fold_tokens(x: torch.Tensor, patch_size: int, grid: tuple[int, int]) -> torch.Tensor:
+def fold_tokens(
+    x: torch.Tensor, patch_size: int, grid: tuple[int, int], region: int = 1
+) -> torch.Tensor:
     """Tokens [B, P, N, d] -> feature map [B, d, H, W]; ``grid`` = (nh, nw) token grid size.
 
-    The inverse of ``unfold_tokens`` (a gather back to map rows, then a transpose to NCHW).
+    The inverse of ``unfold_tokens`` with the same ``region`` (a gather back to map rows, then a
+    transpose to NCHW).
     """
     b, p, n, d = x.shape
     h, w = grid[0] * patch_size, grid[1] * patch_size
-    _, inverse = _token_order(h, w, patch_size, x.device)
+    _, inverse = _token_order(h, w, patch_size, region, x.device)
     x = x.reshape(b, p * n, d).index_select(1, inverse).reshape(b, h, w, d)
     return x.permute(0, 3, 1, 2).contiguous()  # [B, d, H, W]
 
@@ -151,6 +162,17 @@ def key_rows(index: torch.Tensor, num_tokens: int) -> torch.Tensor:
     )
     head = torch.arange(h, device=index.device, dtype=index.dtype).view(1, 1, 1, h, 1)
     return bp_offset + index * h + head  # row of (b, p, key, head)
+
+
+def region_rows(index: torch.Tensor) -> torch.Tensor:
+    """Flat rows of the selected key regions in a head-major [B, P, h, R, s*s*dh] tensor.
+
+    index [B, P, h, R_q, k_r] (key regions per query region and head) -> the same shape (int64),
+    rows of that tensor viewed [B*P*h*R, s*s*dh]; computed once per block like ``key_rows``.
+    """
+    b, p, h, r, _ = index.shape
+    offset = torch.arange(b * p * h, device=index.device, dtype=index.dtype).view(b, p, h, 1, 1)
+    return offset * r + index
 
 
 def gather_keys(
@@ -210,6 +232,35 @@ def sparse_attention(
     return out, weights
 
 
+def region_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rows: torch.Tensor,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Region-routed attention: each query attends to every token of its region's k_r key regions.
+
+    Head-major layout with tokens in region order (``unfold_tokens(..., region=s)``): q, k, v
+    [B, P, h, N, dh], t = s * s consecutive tokens per region; ``rows`` = ``region_rows(index)``
+    [B, P, h, R, k_r]. All t queries of a region share its selection (bi-level routing as in
+    BiFormer, https://arxiv.org/abs/2303.08810), so one gather of k_r contiguous [t, dh] slices
+    serves t queries and the products are [t, dh] @ [dh, k_r t] matmuls: the same N k dh
+    multiply-adds as per-query selection with k = k_r t keys.
+    Returns (out [B, P, h, N, dh], weights [B, P, h, R, t, k_r t]), weights summing to 1.
+    """
+    b, p, h, n, dh = q.shape
+    r, kr = rows.shape[3], rows.shape[4]
+    t = n // r
+    flat = rows.reshape(-1)
+    k_sel = k.reshape(b * p * h * r, t * dh).index_select(0, flat).view(b, p, h, r, kr * t, dh)
+    v_sel = v.reshape(b * p * h * r, t * dh).index_select(0, flat).view(b, p, h, r, kr * t, dh)
+    scores = torch.matmul(q.reshape(b, p, h, r, t, dh), k_sel.transpose(-2, -1)) * scale
+    weights = scores.softmax(dim=-1)  # [B, P, h, R, t, k_r t]
+    out = torch.matmul(weights, v_sel)  # [B, P, h, R, t, dh]
+    return out.reshape(b, p, h, n, dh), weights
+
+
 # --------------------------------------------------------------------------- layers
 class GridDepthwiseSeparableConv(nn.Module):
     """Depthwise 3x3 conv over each token grid, then a pointwise conv: [B, c, H, W] -> [B, out, H, W].
@@ -245,11 +296,30 @@ class GradientGenerator(nn.Module):
         self.patch_size = patch_size
         self.features = GridDepthwiseSeparableConv(dim, dim, patch_size, act=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, d, H, W] (block input after the 1x1 projection) -> S = X X^T [B, P, h, N, N]."""
-        feats = unfold_tokens(self.features(x), self.patch_size)  # [B, P, N, d]
-        feats = split_heads(feats, self.num_heads)  # [B, P, h, N, dh]
-        return torch.matmul(feats, feats.transpose(-2, -1))  # [B, P, h, N, N]
+    def forward(
+        self, x: torch.Tensor, region: int = 1, full: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x [B, d, H, W] (block input after the 1x1 projection) -> (ranking, S).
+
+        S = X X^T [B, P, h, N, N] per token pair (row-major tokens; None unless ``full``), the map
+        g_hat = SELU(S) is distilled on. ``ranking`` is what the selection ranks: S itself when
+        ``region`` is 1, else the mean of S over each pair of s x s token regions [B, P, h, R, R]
+        (regions in ``unfold_tokens``' region order). S is bilinear in X, so that mean is X pooled
+        per region times its transpose (up to float rounding): R^2 products instead of N^2.
+        The features are computed once per call (Opacus pairs one forward with one backward).
+        """
+        feats_map = self.features(x)  # [B, d, H, W]
+        full_products = None
+        if full or region == 1:
+            feats = split_heads(unfold_tokens(feats_map, self.patch_size), self.num_heads)
+            full_products = torch.matmul(feats, feats.transpose(-2, -1))  # [B, P, h, N, N]
+        if region == 1:
+            return full_products, full_products if full else None
+        feats = unfold_tokens(feats_map, self.patch_size, region)  # [B, P, N, d]
+        b, p, n, d = feats.shape
+        pooled = feats.reshape(b, p, n // (region * region), region * region, d).mean(dim=3)
+        pooled = split_heads(pooled, self.num_heads)  # [B, P, h, R, dh]
+        return torch.matmul(pooled, pooled.transpose(-2, -1)), full_products  # [B, P, h, R, R]
 
 
 class TokenAttention(nn.Module):
@@ -259,7 +329,9 @@ class TokenAttention(nn.Module):
     * ``index`` [B, P, N, h, k] given (gradient-guided selection): sparse attention over those keys
       (``rows`` = ``key_rows(index, N)`` may be passed precomputed, as the blocks do);
     * ``index`` None and ``topk_ratio`` None: dense attention;
-    * ``index`` None and ``topk_ratio`` set: top-k keys ranked by this layer's own q k^T.
+    * ``index`` None and ``topk_ratio`` set: top-k keys ranked by this layer's own q k^T;
+    * ``region`` = s > 1: ``rows`` are ``region_rows`` of a region selection (tokens in region
+      order) and every query attends to all tokens of its region's selected regions.
     Returns (out [B, P, N, d], scores [B, P, h, N, N] pre-softmax, or None when not computed).
     Separate q, k, v projections keep k and v token-major ([B, P, N, h, dh] views), so the
     sparse path gathers keys with no transposes. With one selected key per query and no autograd
@@ -283,9 +355,14 @@ class TokenAttention(nn.Module):
         x: torch.Tensor,
         index: torch.Tensor | None = None,
         rows: torch.Tensor | None = None,
+        region: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, p, n, d = x.shape
         heads = (b, p, n, self.num_heads, d // self.num_heads)
+        if region > 1:
+            q, k, v = (proj(x).view(heads).transpose(2, 3) for proj in (self.q, self.k, self.v))
+            out, _ = region_attention(q, k, v, rows, self.scale)  # [B, P, h, N, dh]
+            return self.proj(out.transpose(2, 3).reshape(b, p, n, d)), None
         if index is not None and rows is None:
             rows = key_rows(index, n)
         if rows is not None and rows.shape[-1] == 1 and not torch.is_grad_enabled():
@@ -321,7 +398,7 @@ class MlpFeedForward(nn.Module):
         self.act = nn.SiLU()
         self.fc2 = nn.Linear(hidden_dim, dim)
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: tuple[int, int], region: int = 1) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -333,6 +410,7 @@ class ConvFeedForward(nn.Module):
         self.patch_size = patch_size
         self.conv = GridDepthwiseSeparableConv(dim, dim, patch_size, act=True)
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        y = self.conv(fold_tokens(x, self.patch_size, grid))  # [B, d, H, W]
-        return unfold_tokens(y, self.patch_size)  # [B, P, N, d]
+    def forward(self, x: torch.Tensor, grid: tuple[int, int], region: int = 1) -> torch.Tensor:
+        """x [B, P, N, d] in ``unfold_tokens(..., region)`` order -> the same layout."""
+        y = self.conv(fold_tokens(x, self.patch_size, grid, region))  # [B, d, H, W]
+        return unfold_tokens(y, self.patch_size, region)  # [B, P, N, d]

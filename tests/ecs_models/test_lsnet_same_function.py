@@ -1,4 +1,4 @@
-"""The fast LSNet inference path computes the function of the original implementation (issue 17).
+"""The fast per-query selection path computes the function of the original implementation (issue 17).
 
 ``_reference_logits`` is the selection and attention path as it was before the latency work
 (commit 398fb95): per block, S = X X^T, ``topk`` per query row, then for every layer a token-major
@@ -123,8 +123,10 @@ def _fast(model: MobileViT, x: torch.Tensor):
 
 # ------------------------------------------------------------------ tests
 def _model(seed: int = 0, **overrides) -> MobileViT:
+    # Per-query selection (selection_region=1) is the original function; the region selection
+    # that LSNet uses by default is a different one, tested in test_region_selection.py.
     torch.manual_seed(seed)
-    model = create_model("lsnet", **overrides).eval()
+    model = create_model("lsnet", **{"selection_region": 1, **overrides}).eval()
     with torch.no_grad():
         # random-init BatchNorm is the identity; give it statistics so every layer matters
         for module in model.modules():

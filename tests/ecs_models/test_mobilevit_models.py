@@ -90,10 +90,10 @@ def test_ce_trains_attention_and_ffn_but_not_the_generator() -> None:
 
 def test_generator_selection_matches_the_paper_ranking_score() -> None:
     torch.manual_seed(0)
-    model = create_model("lsnet", topk_ratio=0.25, **SMALL).eval()
+    model = create_model("lsnet", topk_ratio=0.25, selection_region=1, **SMALL).eval()
     seen: dict[str, torch.Tensor] = {}
     block = model.vit_blocks[0]
-    block.generator.register_forward_hook(lambda m, a, out: seen.__setitem__("products", out))
+    block.generator.register_forward_hook(lambda m, a, out: seen.__setitem__("products", out[1]))
     block.layers[1].attn.register_forward_hook(
         lambda m, args, out: seen.__setitem__("index", args[1])
     )
