@@ -15,7 +15,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
-from torchvision.transforms import v2
 
 from ecs_models.inputs import model_input
 
@@ -33,6 +32,8 @@ class TransformedImages(Dataset[tuple[torch.Tensor, int]]):
     def __init__(self, base: Dataset, size: int, *, train: bool) -> None:
         self.base = base
         self.size = size
+        if train:  # torchvision (~15 % of a site app's import time) only where images are augmented
+            from torchvision.transforms import v2
         self.transform = v2.Compose([
             v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.85, 1.15), antialias=True),
             v2.RandomVerticalFlip(0.5),

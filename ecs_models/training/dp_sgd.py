@@ -24,14 +24,15 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from opacus import GradSampleModule
-from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
-from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.utils.data import Sampler
+
+if TYPE_CHECKING:  # Opacus is imported where DP runs: it is a quarter of a site app's import time
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
 
 __all__ = ["PatientSampler", "PrivacyAccount", "DpSgd", "steps_per_epoch", "collate_or_empty", "MECHANISM"]
 
@@ -99,6 +100,8 @@ class PrivacyAccount:
     def __init__(self, accountant: str, delta: float, clipping_norm: float, noise_multiplier: float = 0.0) -> None:
         self.name, self.delta, self.clipping_norm = accountant, float(delta), float(clipping_norm)
         self.noise_multiplier = float(noise_multiplier)
+        from opacus.accountants import create_accountant
+
         self.accountant = create_accountant(accountant)
 
     def epsilon(self, extra: tuple[float, float, int] | None = None) -> float:
@@ -143,6 +146,8 @@ class PrivacyAccount:
         """Fix z once: the smallest noise multiplier with which ``steps`` steps at ``sample_rate``
         stay within ``target_epsilon`` (Opacus's ``get_noise_multiplier``, this accountant)."""
         if self.noise_multiplier <= 0:
+            from opacus.accountants.utils import get_noise_multiplier
+
             self.noise_multiplier = float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=self.delta,
                                                                sample_rate=sample_rate, steps=steps, accountant=self.name))
         return self.noise_multiplier
@@ -180,6 +185,9 @@ class DpSgd:
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> DPOptimizer:
         """Per-example gradient hooks on ``model``'s submodules and a DPOptimizer around ``optimizer``."""
+        from opacus import GradSampleModule
+        from opacus.optimizers import DPOptimizer
+
         self._module = GradSampleModule(model, batch_first=True, loss_reduction="mean", strict=True)
         device = next(model.parameters()).device
         self._optimizer = DPOptimizer(optimizer, noise_multiplier=self.account.noise_multiplier,
