@@ -28,6 +28,7 @@ so that both torch's FlopCounterMode and fvcore count them.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
@@ -360,7 +361,7 @@ class TokenAttention(nn.Module):
         b, p, n, d = x.shape
         heads = (b, p, n, self.num_heads, d // self.num_heads)
         if region > 1:
-            q, k, v = (proj(x).view(heads).transpose(2, 3) for proj in (self.q, self.k, self.v))
+            q, k, v = self._head_major_qkv(x)  # [B, P, h, N, dh] each
             out, _ = region_attention(q, k, v, rows, self.scale)  # [B, P, h, N, dh]
             return self.proj(out.transpose(2, 3).reshape(b, p, n, d)), None
         if index is not None and rows is None:
@@ -387,6 +388,25 @@ class TokenAttention(nn.Module):
                 index = select_topk_keys(scores, num_topk_keys(n, self.topk_ratio)).transpose(2, 3)
             out, _ = sparse_attention(q, k, v, index, self.scale, rows)
         return self.proj(out.reshape(b, p, n, d)), scores
+
+
+    def _head_major_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v of tokens x [B, P, N, d] in head-major layout [B, P, h, N, dh].
+
+        With autograd, the three linear layers (Opacus computes per-example gradients of those
+        modules). Without (inference, export): one linear map with the stacked weights and one
+        transpose, the same products in one GEMM instead of three (the stacked weights are
+        constant-folded in the exported graph).
+        """
+        b, p, n, d = x.shape
+        h = self.num_heads
+        layers = (self.q, self.k, self.v)
+        if torch.is_grad_enabled():
+            return tuple(lin(x).view(b, p, n, h, d // h).transpose(2, 3) for lin in layers)
+        weight = torch.cat([lin.weight for lin in layers])  # [3d, d]
+        bias = torch.cat([lin.bias for lin in layers])
+        qkv = F.linear(x, weight, bias).view(b, p, n, 3 * h, d // h).transpose(2, 3)
+        return qkv[:, :, :h], qkv[:, :, h : 2 * h], qkv[:, :, 2 * h :]  # [B, P, h, N, dh] each
 
 
 class MlpFeedForward(nn.Module):

@@ -108,6 +108,23 @@ def test_training_sends_distillation_to_the_generator_and_ce_to_attention() -> N
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in block.generator.parameters())
 
 
+def test_inference_path_computes_the_training_paths_function() -> None:
+    # Without autograd q, k and v come from one stacked GEMM (fewer kernels in the export);
+    # with autograd from the three linear layers Opacus hooks. Same outputs.
+    torch.manual_seed(0)
+    model = create_model("lsnet").eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.normal_(0.0, 0.2)
+                module.bias.normal_(0.0, 0.1)
+    x = torch.randn(2, 1, 320, 320)
+    with torch.no_grad():
+        fast = model(x)
+    assert fast.abs().max() > 0.1
+    assert torch.allclose(fast, model.forward_with_maps(x).logits, atol=1e-5, rtol=0)
+
+
 def test_exported_onnx_computes_the_region_model(tmp_path) -> None:
     torch.manual_seed(0)
     model = create_model("lsnet").eval()
