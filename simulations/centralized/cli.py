@@ -165,12 +165,14 @@ def _main(cfg: DictConfig) -> None:
             pooled = metrics["held_out"].get("pooled", {})
             _log(f"held-out: sensitivity {pooled.get('sensitivity', float('nan')):.3f}, specificity "
                  f"{pooled.get('specificity', float('nan')):.3f}, AUC {pooled.get('auc', float('nan')):.3f} -> {run_dir}")
-            report_after_run(run_dir, _log)  # report.html; a failing report is logged, the run stands
+            if cfg.report:
+                report_after_run(run_dir, _log)  # report.html; a failing report is logged, the run stands
             return
         results, cfgs = train_variants(cfg, run_dir, _log)
         (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
         _log(summarise(results, cfgs, run_dir))
-        report_after_run(run_dir, _log)
+        if cfg.report:
+            report_after_run(run_dir, _log)
 
 
 def main() -> None:

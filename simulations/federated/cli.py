@@ -34,7 +34,7 @@ def _main(cfg: DictConfig) -> None:
         else:
             code = simulate(cfg, list(HydraConfig.get().overrides.task))
         run_dir = Path(str(cfg.run_dir)).resolve()
-        if (run_dir / "metrics.json").is_file() or (run_dir / "results.json").is_file():
+        if cfg.report and ((run_dir / "metrics.json").is_file() or (run_dir / "results.json").is_file()):
             report_after_run(run_dir, _log)  # report.html; a failing report is logged, the exit code stays
     if code:
         sys.exit(code)

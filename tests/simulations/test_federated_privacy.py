@@ -26,7 +26,7 @@ def test_central_dp_smoke_federation_writes_a_record_dp_accounting_reproduces(tm
     env = {**os.environ, "ECS_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
            "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [str(ECS_SIMULATE), "experiment=smoke", f"run_dir={run_dir}", f"cohort_dir={tiny_cohort}", "privacy=central",
+        [str(ECS_SIMULATE), "experiment=smoke", f"run_dir={run_dir}", f"cohort_dir={tiny_cohort}", "privacy=central", "report=false",
          "strategy.weighting=uniform", "synthesis=false", "rounds.gan=0", "rounds.stage_a=1", "rounds.stage_b=1"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=540)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

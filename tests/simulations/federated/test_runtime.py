@@ -48,7 +48,7 @@ def _env(home: Path) -> dict[str, str]:
 
 
 def _command(run_dir: Path, cohort: Path, *overrides: str) -> list[str]:
-    return [str(BIN / "ecs-simulate"), "experiment=smoke", f"run_dir={run_dir}", f"cohort_dir={cohort}", *overrides]
+    return [str(BIN / "ecs-simulate"), "experiment=smoke", f"run_dir={run_dir}", f"cohort_dir={cohort}", "report=false", *overrides]
 
 
 def _wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: float) -> None:
