@@ -27,11 +27,17 @@ RUN_CONFIG = "config.yaml"  # the run's resolved configuration (simulations.cent
 
 
 def student_kwargs(model_cfg: dict[str, Any], img_size: int) -> tuple[str, dict[str, Any]]:
-    """(registry name, builder keywords) of a run's ``model`` config; ``img_size`` in pixels."""
+    """(registry name, builder keywords) of a run's ``model`` config; ``img_size`` in pixels.
+
+    An LSNet config without ``selection_region`` is from a run before region selection existed:
+    that model selected keys per query (1), which the current default (2) would not compute.
+    """
     kwargs = dict(model_cfg)
     name = kwargs.pop("name")
     if name in ("lsnet", "teacher"):
         kwargs["img_size"] = int(img_size)
+    if name == "lsnet":
+        kwargs.setdefault("selection_region", 1)
     return name, kwargs
 
 

@@ -140,3 +140,12 @@ def test_exported_onnx_computes_the_region_model(tmp_path) -> None:
 def test_selection_region_must_be_positive() -> None:
     with pytest.raises(ValueError, match="selection_region"):
         create_model("lsnet", selection_region=0)
+
+
+def test_a_run_config_from_before_region_selection_rebuilds_per_query_selection() -> None:
+    from ecs_models.run_checkpoint import student_kwargs
+
+    old_run = {"name": "lsnet", "attention": "topk", "gradient_generator": True, "norm": "batch"}
+    name, kwargs = student_kwargs(old_run, 128)
+    assert name == "lsnet" and kwargs["selection_region"] == 1 and kwargs["img_size"] == 128
+    assert student_kwargs({**old_run, "selection_region": 2}, 128)[1]["selection_region"] == 2
