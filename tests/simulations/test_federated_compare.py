@@ -42,7 +42,7 @@ def _compare(home: Path, run_dir: Path, *overrides: str) -> subprocess.Completed
     env = {**os.environ, "ECS_HOME": str(home), "HF_HUB_OFFLINE": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
            "OMP_NUM_THREADS": "1"}
     command = [str(ECS_SIMULATE), "experiment=compare", "compare.experiment=smoke", "seeds=[0]",
-               f"compare.arms=[{','.join(ARMS)}]", f"run_dir={run_dir}", *overrides]
+               f"compare.arms=[{','.join(ARMS)}]", f"run_dir={run_dir}", "report=false", *overrides]  # report: tests/simulations/report
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=540)
 
 
