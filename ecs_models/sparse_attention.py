@@ -28,7 +28,6 @@ so that both torch's FlopCounterMode and fvcore count them.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
@@ -393,20 +392,26 @@ class TokenAttention(nn.Module):
     def _head_major_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v of tokens x [B, P, N, d] in head-major layout [B, P, h, N, dh].
 
-        With autograd, the three linear layers (Opacus computes per-example gradients of those
-        modules). Without (inference, export): one linear map with the stacked weights and one
-        transpose, the same products in one GEMM instead of three (the stacked weights are
-        constant-folded in the exported graph).
+        With autograd, the three linear layers and a transpose each (Opacus computes per-example
+        gradients of those modules). Without (inference, export): each projection as one matmul
+        of [x, 1] [B, P, 1, N, d + 1] against its weight and bias viewed per head [h, d + 1, dh],
+        which writes head-major directly: the same products without the transposes (onnxruntime
+        spent more on those [.., N, h, dh] transposes than on the projections; the per-head
+        weights are constant-folded in the exported graph).
         """
         b, p, n, d = x.shape
         h = self.num_heads
         layers = (self.q, self.k, self.v)
         if torch.is_grad_enabled():
             return tuple(lin(x).view(b, p, n, h, d // h).transpose(2, 3) for lin in layers)
-        weight = torch.cat([lin.weight for lin in layers])  # [3d, d]
-        bias = torch.cat([lin.bias for lin in layers])
-        qkv = F.linear(x, weight, bias).view(b, p, n, 3 * h, d // h).transpose(2, 3)
-        return qkv[:, :, :h], qkv[:, :, h : 2 * h], qkv[:, :, 2 * h :]  # [B, P, h, N, dh] each
+        ones = torch.ones_like(x[..., :1])
+        x_aug = torch.cat([x, ones], dim=-1).unsqueeze(2)  # [B, P, 1, N, d + 1]
+        out = []
+        for lin in layers:
+            w = torch.cat([lin.weight, lin.bias[:, None]], dim=1)  # [d, d + 1]
+            w = w.view(h, d // h, d + 1).transpose(1, 2)  # [h, d + 1, dh]
+            out.append(torch.matmul(x_aug, w))  # [B, P, h, N, dh]
+        return tuple(out)
 
 
 class MlpFeedForward(nn.Module):
