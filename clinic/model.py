@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from client.data.cache import PreprocessedCache
 from client.data.pipeline import load_preprocessed
 from ecs_models.bundle_format import BundleError, BundleSpec, read_bundle
+from ecs_models.bundle_session import BundleSession, softmax_invasion
 from ecs_models.inputs import model_input
 from ecs_models.preprocessing import PIPELINE_VERSION, PreprocessConfig
 
@@ -34,14 +34,6 @@ class Prepared:
     frames: np.ndarray
     inputs: np.ndarray
     meta: dict[str, Any]
-
-
-def softmax_invasion(logits: np.ndarray) -> np.ndarray:
-    """P(class 1) from logits ``[N, 2]``, float64 ``[N]``."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e[:, 1] / e.sum(axis=1)
 
 
 class ScreeningModel:
@@ -64,14 +56,7 @@ class ScreeningModel:
             self.preprocess = PreprocessConfig(**self.spec.preprocess)
         except (TypeError, ValueError) as exc:
             raise BundleError(f"{self.spec.onnx_path}: recorded preprocessing not understood ({exc})") from None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(self.spec.onnx_path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
-            raise BundleError(f"{self.spec.onnx_path}: ONNX Runtime cannot load it ({exc})") from None
-        self.input_name = self.session.get_inputs()[0].name
+        self.graph = BundleSession(self.spec, threads)
 
     @property
     def threshold(self) -> float:
@@ -90,6 +75,4 @@ class ScreeningModel:
     def probabilities(self, inputs: np.ndarray) -> np.ndarray:
         """P(invasion) of model inputs ``[N, R, R]`` in [-1, 1], float64 ``[N]`` (one run per frame:
         the exported graph has batch 1)."""
-        out = [self.session.run(None, {self.input_name: frame[None, None].astype(np.float32)})[0]
-               for frame in inputs]
-        return softmax_invasion(np.concatenate(out, axis=0)) if out else np.zeros(0)
+        return self.graph.probabilities(inputs)

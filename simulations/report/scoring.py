@@ -21,6 +21,7 @@ from client.data.cache import PreprocessedCache
 from client.data.labels import read_label_file
 from client.data.pipeline import load_preprocessed
 from ecs_models.bundle_format import read_bundle
+from ecs_models.bundle_session import BundleSession
 from ecs_models.inputs import model_input
 from ecs_models.preprocessing import PreprocessConfig
 from ecs_models.saliency import occlusion_map, overlay_rgb
@@ -47,23 +48,14 @@ class BundleScorer:
     """A run's bundle, loaded for scoring (ONNX Runtime, one thread)."""
 
     def __init__(self, bundle_dir: Path, cache_dir: Path | None = None) -> None:
-        import onnxruntime as ort
-
         self.spec = read_bundle(bundle_dir)
         self.preprocess = PreprocessConfig(**self.spec.preprocess)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-        self.session = ort.InferenceSession(str(self.spec.onnx_path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        self.graph = BundleSession(self.spec, threads=1)
         self.cache = PreprocessedCache(cache_dir) if cache_dir is not None else None
 
     def probabilities(self, inputs: np.ndarray) -> np.ndarray:
         """P(invasion) of model inputs float [N, R, R] in [-1, 1]: float64 [N]."""
-        logits = np.concatenate([self.session.run(None, {self.input_name: x[None, None].astype(np.float32)})[0]
-                                 for x in inputs]).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        return e[:, 1] / e.sum(axis=1)
+        return self.graph.probabilities(inputs)
 
     def inputs(self, path: Path) -> np.ndarray:
         """Model inputs of one DICOM file: float32 [F, R, R] in [-1, 1]."""
