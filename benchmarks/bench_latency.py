@@ -18,6 +18,7 @@ ratio <= 0.71 (the FLOP ratio, ``--goal``) and under 10 ms (``--goal-ms``); torc
 from __future__ import annotations
 
 import argparse
+import ast
 import collections
 import json
 import os
@@ -67,7 +68,30 @@ def parse_args() -> argparse.Namespace:
         "--profile", action="store_true", help="print the costliest ops of the model"
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override of the model under test, e.g. selection_region=1 "
+                        "(LSNet with per-query selection); repeatable")
+    parser.add_argument("--baseline-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override of the reference model; repeatable")
     return parser.parse_args()
+
+
+def _overrides(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` strings -> create_model keywords (values as Python literals where they parse)."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"bench_latency: --set {item!r} is not KEY=VALUE")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _label(name: str, overrides: dict[str, object]) -> str:
+    return name + ("[" + ",".join(f"{k}={v}" for k, v in overrides.items()) + "]" if overrides else "")
 
 
 def interleaved_medians(
@@ -160,8 +184,16 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    options = (_overrides(args.set), _overrides(args.baseline_set))
+    names = (args.model, args.baseline)
+    args.model, args.baseline = (_label(n, o) for n, o in zip(names, options, strict=True))
+    if args.model == args.baseline:
+        raise SystemExit("bench_latency: the model and the baseline are the same; change one with --set")
     specs = {args.model: args.size, args.baseline: args.baseline_size}
-    models = {name: create_model(name, in_chans=args.in_chans).eval() for name in specs}
+    models = {
+        label: create_model(name, in_chans=args.in_chans, **opts).eval()
+        for label, name, opts in zip(specs, names, options, strict=True)
+    }
     inputs = {name: torch.randn(1, args.in_chans, s, s) for name, s in specs.items()}
     results: dict[str, dict[str, float]] = {}
     for name, model in models.items():
