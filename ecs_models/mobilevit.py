@@ -19,8 +19,11 @@ Maps returned by ``forward_with_maps`` (one per MobileViT block, [B, P, h, N, N]
 * top-k with ``gradient_generator=True`` (LSNet): g_hat = SELU(X X^T). The selection it induces
   is computed once per block and reused by every transformer layer of the block (the generator
   predicts one map per block; recomputing a dense q k^T ranking in later layers would cost the
-  N^2 products the method removes). g_hat gets no gradient from CE (indices are not
-  differentiable); it learns only through the distillation MSE;
+  N^2 products the method removes). With ``selection_region`` s > 1 (the default, 2) and a token
+  grid s divides, the selection is by s x s regions, ranked by the region mean of X X^T (see
+  ``sparse_attention.region_attention``); the returned map is still the per-token g_hat. g_hat
+  gets no gradient from CE (indices are not differentiable); it learns only through the
+  distillation MSE;
 * top-k without generator (ablation): each layer ranks keys by its own pre-softmax q k^T; the
   first layer's scores are returned.
 Student and teacher maps have identical shapes for the same input size (same patch size, heads

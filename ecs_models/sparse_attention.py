@@ -12,14 +12,15 @@ Layout conventions (the batch axis is never folded, so Opacus per-sample gradien
 A convolution over each of the P token grids equals a convolution with dilation = patch size on
 the un-patchified map, which is how every "conv over the token grid" here is written.
 
-Cost note (measured, CPU, 1 thread; docs/benchmarks.md): exact per-query top-k over the [N, N]
-generator map is the dominant cost of LSNet inference (about 40 % in torch and in onnxruntime at
+Cost note (measured, CPU, 1 thread; docs/benchmarks.md, issue 17): exact per-query top-k over
+the [N, N] generator map was the dominant cost of LSNet inference (about 45 % in onnxruntime at
 320x320, where the stride-8 block has N = 400 and 4 x 4 x 400 rows to select from), then the
-gathered products (memory-bound: 2 x N k dh gathered floats per layer). The gather rows are
-computed once per block (``key_rows``) and shared by its layers and by k and v; with k = 1
-(softmax over one key = 1) inference skips q, k and the products and gathers v. What was tried
-and measured beyond that (key orderings for the top-k, dense masked attention) is in
-docs/benchmarks.md.
+gathered products. Region selection (``region_rows`` / ``region_attention``: each s x s query
+region keeps its top key regions, ranked by the region mean of X X^T) selects over R = N / s^2
+regions and gathers contiguous [s^2, dh] slices that serve s^2 queries at once: LSNet at 320 runs
+in 0.39x the per-query time. Per-query selection (``key_rows`` / ``sparse_attention``) remains
+for ``selection_region=1``: its rows are computed once per block and shared by its layers and by
+k and v; with k = 1 (softmax over one key = 1) inference skips q, k and the products and gathers v.
 
 The attention products are plain ``matmul`` (no fused scaled_dot_product_attention)
 so that both torch's FlopCounterMode and fvcore count them.
