@@ -145,3 +145,23 @@ def test_the_runs_checkpoint_exports_to_the_model_the_run_exported(smoke_run: Pa
     sessions = [ort.InferenceSession(str(s.onnx_path), providers=["CPUExecutionProvider"]) for s in (ours, theirs)]
     logits = [session.run(None, {session.get_inputs()[0].name: x})[0] for session in sessions]
     np.testing.assert_allclose(logits[0], logits[1], atol=1e-5)
+
+
+def test_the_run_exports_lsnet_with_region_selection(smoke_run: Path) -> None:
+    """Issue 17: what ecs-train exports is the region-selection LSNet (the default model config),
+    the checkpoint's student rebuilt with ``selection_region=2`` gives the bundle's logits."""
+    import torch
+
+    from ecs_models import create_model
+
+    assert OmegaConf.load(smoke_run / "config.yaml").model.selection_region == 2
+    saved = torch.load(smoke_run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    student = {k.removeprefix("student."): v for k, v in saved["model"].items() if k.startswith("student.")}
+    bundle = read_bundle(smoke_run / "model")
+    model = create_model("lsnet", img_size=bundle.size, selection_region=2).eval()
+    model.load_state_dict(student)
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 1, bundle.size, bundle.size)).astype(np.float32)
+    session = ort.InferenceSession(str(bundle.onnx_path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], expected, atol=1e-4)
