@@ -82,8 +82,8 @@ class MobileViTConfig:
     # Side s (in tokens) of the square regions the generator's selection ranks: 1 = each query
     # keeps its own top-k keys; s > 1 = each s x s query region keeps its top k_r key regions
     # (k_r = max(1, round(R * topk_ratio)) of R = N / s^2; all their tokens are its keys), in
-    # every block whose token grid s divides (others select per query). Region selection is what
-    # makes LSNet as fast as its FLOPs on a CPU (docs/benchmarks.md, issue 17).
+    # every block whose token grid s divides (others select per query). Why: per-query exact
+    # top-k dominated LSNet's CPU latency; regions select over N / s^2 (docs/benchmarks.md).
     selection_region: int = 2
     norm: Literal["batch", "group"] = "batch"  # conv norms; "group" for Opacus DP-SGD
     norm_groups: int = 8  # GroupNorm groups (gcd with the channel count)
