@@ -111,7 +111,10 @@ def evaluate(msg: Message, context: Context) -> Message:
     site, request = _site(context), _request(msg)
     if not isinstance(request, Evaluate):
         raise ValueError(f"an evaluate message with phase {request.phase!r}")
-    reply = task.evaluate_split(site, msg.content[ARRAYS_RECORD].to_torch_state_dict(), request)
+    try:
+        reply = task.evaluate_split(site, msg.content[ARRAYS_RECORD].to_torch_state_dict(), request)
+    except task.privacy.BudgetExhausted as declined:  # the release would exceed the budget: no metrics
+        return _reply(msg, None, {}, declined.report)
     return _reply(msg, None, reply.to_record(), task.privacy_report(site, request))
 
 

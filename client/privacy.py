@@ -11,6 +11,13 @@ sampling rate of the real-ultrasound patients: stage A's pool, which adds MRI pa
 each at a lower rate, so the plan bounds it. Before a round the site computes the epsilon it
 would have after it; over the target it declines (:class:`BudgetExhausted`) and trains nothing.
 
+Evaluation. An evaluation reply is a release too: its histograms count at most
+``eval_images_per_patient`` images of a patient and are noised by the Gaussian mechanism
+(:func:`release_histograms`), one ``gaussian`` event in the same accountant. The plan reserves
+one release per classifier round (its validation) and one for the final evaluation, so the
+DP-SGD noise is derived with room for them; a training round is declined unless it, its
+validation and the final release all fit.
+
 Secret randomness. The run's seed comes from the server, so the noise and the patient sampling
 must not derive from it alone: the server could regenerate the noise and subtract it. They are
 seeded from the round's seed mixed with a secret drawn once per run at the site (``secrets``,
@@ -24,6 +31,7 @@ import json
 import secrets
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -34,9 +42,11 @@ from ecs_models.training.dp_sgd import (
     collate_or_empty,
     steps_per_epoch,
 )
+from ecs_models.training.private_histograms import noised_histograms
 from protocol.messages import LocalDp, PrivacyReport
 
-__all__ = ["BudgetExhausted", "site_patient_count", "load_account", "save_account", "report", "private_round", "secret_seed"]
+__all__ = ["BudgetExhausted", "site_patient_count", "load_account", "save_account", "report", "private_round", "secret_seed",
+           "evaluation_release", "release_histograms"]
 
 _STATE, _SECRET = "privacy-account", "privacy-secret"
 
@@ -97,12 +107,38 @@ def private_round(account: PrivacyAccount, setting: LocalDp, dataset: Dataset, p
     """
     q_plan, per_epoch = steps_per_epoch(us_patients, batch_size, max_steps)
     steps = epochs * per_epoch
-    z = account.derive_noise(setting.target_epsilon, q_plan, setting.planned_rounds * steps)
+    z = account.derive_noise(setting.target_epsilon, q_plan, setting.planned_rounds * steps,
+                             reserved=evaluation_release(setting, setting.planned_rounds + 1))
     q = min(1.0, batch_size / len(set(patients)))
-    after = account.epsilon((z, q, steps))
+    after = account.epsilon((z, q, steps), evaluation_release(setting, 2))  # + its validation and the final
     if after > setting.target_epsilon * (1 + 1e-6):
-        raise BudgetExhausted(report(account, f"declined: {steps} more DP-SGD steps would take epsilon from "
+        raise BudgetExhausted(report(account, f"declined: {steps} more DP-SGD steps (and the round's validation and "
+                                              f"the final evaluation) would take epsilon from "
                                               f"{account.epsilon():.3f} to {after:.3f}, over the budget "
                                               f"{setting.target_epsilon:g} (delta {account.delta:.3g})"))
     sampler = PatientSampler(patients, q, per_epoch, generator)  # train_stage iterates it once per epoch
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_or_empty), q, steps
+
+
+def evaluation_release(setting: LocalDp, count: int = 1) -> tuple[float, float, int]:
+    """``count`` evaluation releases as accountant events ``(z, 1.0, count)`` (Gaussian mechanism)."""
+    return float(setting.eval_noise_multiplier), 1.0, int(count)
+
+
+def release_histograms(account: PrivacyAccount, setting: LocalDp, neg: np.ndarray, pos: np.ndarray,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One evaluation's histograms through the Gaussian mechanism (:mod:`ecs_models.training.private_histograms`),
+    composed into ``account``. ``neg``/``pos``: int counts ``[bins]`` of at most
+    ``setting.eval_images_per_patient`` images per patient.
+
+    Raises:
+        BudgetExhausted: the release would take the epsilon above ``setting.target_epsilon``.
+    """
+    after = account.epsilon(evaluation_release(setting))
+    if after > setting.target_epsilon * (1 + 1e-6):
+        raise BudgetExhausted(report(account, f"declined: releasing this evaluation would take epsilon from "
+                                              f"{account.epsilon():.3f} to {after:.3f}, over the budget "
+                                              f"{setting.target_epsilon:g} (delta {account.delta:.3g})"))
+    released = noised_histograms(neg, pos, setting.eval_noise_multiplier * setting.eval_images_per_patient, rng)
+    account.add(*evaluation_release(setting))
+    return released

@@ -24,7 +24,9 @@ Phases (the request's ``phase``, typed messages of :mod:`protocol.messages`):
   compares them with the server's round time.
 * ``evaluate``: scores of the requested split -> confusion matrix at the server's threshold and
   per-class score histograms (:mod:`ecs_models.training.binned_metrics`); never per-patient
-  scores.
+  scores. Under local DP at most ``eval_images_per_patient`` images of a patient count, the
+  histograms go out through the Gaussian mechanism and the confusion matrix is read off them
+  (:mod:`ecs_models.training.private_histograms`, :mod:`client.privacy`).
 
 FedProx adds its proximal term through gradient hooks (:mod:`strategies.fedprox`); FedBN keeps
 normalization layers in a :class:`strategies.fedbn.LocalStateStore` on the site's disk.
@@ -40,8 +42,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from client import privacy
 from client.cohort import cohort_centers
@@ -49,7 +52,7 @@ from client.data.labels import read_label_file
 from client.data.preprocess import PreprocessConfig
 from client.data.site_datasets import site_us_dataset
 from ecs_models.build import build_classifier, build_gan, generator_keys, state_sha256
-from ecs_models.training.binned_metrics import confusion_at, score_histograms
+from ecs_models.training.binned_metrics import confusion_at, histogram_confusion, score_histograms
 from ecs_models.training.data import (
     TransformedImages,
     cap_synthetic,
@@ -60,6 +63,7 @@ from ecs_models.training.data import (
 )
 from ecs_models.training.distill import StageConfig, predict_scores, train_stage
 from ecs_models.training.dp_sgd import DpSgd, PrivacyAccount
+from ecs_models.training.private_histograms import first_images_per_patient
 from ecs_models.training.runtime import resolve_device, seed_everything
 from protocol.messages import (
     ClassifierTrain,
@@ -334,11 +338,21 @@ def evaluate_split(site: Site, global_state: State, request: Evaluate) -> Evalua
     local = site.store(request.run_key).load("norm") if request.fedbn else None
     _load(model, global_state, local)
     dataset = _us(site, request.split, request.preprocess_size)
+    dp = request.local_dp
+    if dp is not None:  # at most eval_images_per_patient images of a patient: the release's sensitivity
+        dataset = Subset(dataset, first_images_per_patient(dataset.patient_ids, dp.eval_images_per_patient))
     loader = make_loader(TransformedImages(dataset, request.img_size, train=False), request.eval_batch_size, shuffle=False)
     labels, scores = predict_scores(model.student, loader, resolve_device(request.device))
     neg, pos = score_histograms(labels, scores, request.bins)
-    return EvaluateReply(**confusion_at(labels, scores, request.threshold), hist_neg=neg.tolist(), hist_pos=pos.tolist(),
-                         num_examples=float(len(labels)), local_norms=float(local is not None))
+    confusion = confusion_at(labels, scores, request.threshold)
+    if dp is not None:  # the Gaussian mechanism; the rest is derived from its output (client.privacy)
+        account = privacy.load_account(site, request.run_key, dp)
+        seed = privacy.secret_seed(site, request.run_key, round_seed(request.seed, site.center, request.split, request.global_round))
+        neg, pos = privacy.release_histograms(account, dp, neg, pos, np.random.default_rng(seed))
+        privacy.save_account(site, request.run_key, account)
+        confusion = histogram_confusion(neg, pos, request.threshold)
+    return EvaluateReply(**confusion, hist_neg=neg.tolist(), hist_pos=pos.tolist(),
+                         num_examples=float(neg.sum() + pos.sum()), local_norms=float(local is not None))
 
 
 def local_norm_state(site: Site, request: NormStateQuery) -> tuple[State, NormStateReply]:

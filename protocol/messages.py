@@ -28,14 +28,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-__all__ = [
-    "MessageError", "ModelSpec", "LocalDp", "PrivacyReport", "Request", "RunFields", "InfoQuery", "TrainRequest", "GanTrain", "ClassifierTrain",
-    "Synthesize", "Evaluate", "NormStateQuery", "SiteInfo", "TrainReply", "EvaluateReply", "SynthesizeReply",
-    "NormStateReply", "parse_request", "wire", "wire_key", "wire_keys",
-    "CONFIG_RECORD", "ARRAYS_RECORD", "METRICS_RECORD", "SITE_RECORD", "GENERATOR_RECORD", "PRIVACY_RECORD",
-    "NUM_EXAMPLES", "UNIT_WEIGHT", "PROXIMAL_MU", "TRAIN_LOSS", "GAN_LOSS", "HISTOGRAM_KEYS", "CONFUSION_KEYS",
-    "TRAIN_PHASES", "SPLITS",
-]
+__all__ = ["MessageError", "ModelSpec", "LocalDp", "PrivacyReport", "Request", "RunFields", "InfoQuery", "TrainRequest", "GanTrain",
+           "ClassifierTrain", "Synthesize", "Evaluate", "NormStateQuery", "SiteInfo", "TrainReply", "EvaluateReply", "SynthesizeReply",
+           "NormStateReply", "parse_request", "wire", "wire_key", "wire_keys", "CONFIG_RECORD", "ARRAYS_RECORD", "METRICS_RECORD",
+           "SITE_RECORD", "GENERATOR_RECORD", "PRIVACY_RECORD", "NUM_EXAMPLES", "UNIT_WEIGHT", "PROXIMAL_MU", "TRAIN_LOSS", "GAN_LOSS",
+           "HISTOGRAM_KEYS", "CONFUSION_KEYS", "TRAIN_PHASES", "SPLITS"]
 
 # Record names inside a Message's RecordDict (``config`` and ``arrays`` are Flower's strategy defaults).
 CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD, SITE_RECORD, GENERATOR_RECORD, PRIVACY_RECORD = (
@@ -149,18 +146,21 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class LocalDp:
-    """Patient-level DP-SGD at every site, as asked by the server (the site derives the rest)."""
+    """Patient-level DP at every site as the server asks it: DP-SGD and noised evaluation histograms (client.privacy)."""
 
-    target_epsilon: float  # the site's whole-run budget (all classifier rounds)
+    target_epsilon: float  # the site's whole-run budget (all classifier rounds and evaluation releases)
     delta: float  # 0: 1 / (10 x the site's patients)
     clipping_norm: float  # L2 bound of one patient's joint gradient (teacher + student + projectors)
-    noise_multiplier: float  # 0: from target_epsilon, delta and the planned steps
+    noise_multiplier: float  # 0: from target_epsilon, delta and the planned steps and releases
     planned_rounds: int  # classifier rounds (stage A + B) the budget must last
     accountant: str = "rdp"  # rdp | prv (Opacus)
+    eval_noise_multiplier: float = 4.0  # z of an evaluation release: noise std z x eval_images_per_patient per bin
+    eval_images_per_patient: int = 1  # images of one patient an evaluation counts at most: the release's sensitivity
 
     def __post_init__(self) -> None:
         if not (self.target_epsilon > 0 and 0 <= self.delta < 1 and self.clipping_norm > 0 and self.noise_multiplier >= 0
-                and self.planned_rounds >= 1 and self.accountant in ("rdp", "prv")):
+                and self.planned_rounds >= 1 and self.accountant in ("rdp", "prv") and self.eval_noise_multiplier > 0
+                and self.eval_images_per_patient >= 1):
             raise ValueError(f"bad local DP setting {self}")
     as_dict, to_json, from_json = ModelSpec.as_dict, ModelSpec.to_json, classmethod(lambda cls, text: cls(**json.loads(text)))
 

@@ -70,6 +70,8 @@ class RunContext:
         self.privacy = RunPrivacy(OmegaConf.to_container(cfg.privacy, resolve=True), self.spec)  # refuses what DP cannot protect
         check_local_dp(cfg)
         self.models = model_spec(cfg)
+        # local DP releases coarse histograms (configs/privacy/local.yaml): the noise per bin does not shrink with bins
+        self.histogram_bins = int(cfg.privacy.local.evaluation.bins if local_dp(cfg) else cfg.histogram_bins)
         self.timeout = float(cfg.participation.round_timeout_s)
         self.run_key = Path(str(cfg.run_dir)).resolve().name + f"-seed{int(cfg.seed)}"
         self.freeze_norm_stats = float(cfg.local.get("freeze_norm_stats") or 0.0)
@@ -88,7 +90,7 @@ class RunContext:
         tr = self.cfg.training
         return {"seed": int(self.cfg.seed), "run_key": self.run_key, "model_spec": self.models, "device": str(self.cfg.device),
                 "fedbn": self.spec.fedbn, "img_size": int(tr.img_size), "preprocess_size": int(tr.preprocess_size),
-                "eval_batch_size": int(tr.eval_batch_size), "bins": int(self.cfg.histogram_bins), "local_dp": local_dp(self.cfg)}
+                "eval_batch_size": int(tr.eval_batch_size), "bins": self.histogram_bins, "local_dp": local_dp(self.cfg)}
 
     def train_request(self, phase: str) -> TrainRequest:
         """The phase's train message; the strategy sets each round's number and learning rate."""

@@ -5,6 +5,7 @@ runs export it (:func:`ecs_models.bundle.export_student`)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +18,20 @@ from ecs_models.bundle import export_student
 from ecs_models.evaluation import TARGET_SENSITIVITY
 from ecs_models.preprocessing import PreprocessConfig
 from ecs_models.training.binned_metrics import binned_metrics, binned_operating_point
+from ecs_models.training.private_histograms import noise_spread
 from protocol.messages import (
     ARRAYS_RECORD,
     CONFIG_RECORD,
     METRICS_RECORD,
     NUM_EXAMPLES,
+    PRIVACY_RECORD,
     Evaluate,
     EvaluateReply,
+    MessageError,
     NormStateQuery,
+    PrivacyReport,
 )
+from server import local_dp
 from server.context import Arrays, RunContext, fmt, to_numpy, to_record
 from server.sites import send
 from strategies.validation import evaluate_problem
@@ -82,7 +88,11 @@ def final_evaluation(ctx: RunContext) -> dict:
         if reply.has_error():
             lines.append({"center": center, "role": role, "error": reply.error.reason})
             continue
-        problem = evaluate_problem(reply.content, int(ctx.cfg.histogram_bins))
+        declined = _keep_privacy_entry(ctx, center, reply.content)
+        if declined:
+            lines.append({"center": center, "role": role, "error": declined})
+            continue
+        problem = evaluate_problem(reply.content, ctx.histogram_bins)
         if problem is not None:
             ctx.log(f"[ecs] rejected the final evaluation of {center}: {problem}")
             lines.append({"center": center, "role": role, "error": f"rejected: {problem}"})
@@ -96,13 +106,29 @@ def final_evaluation(ctx: RunContext) -> dict:
         if replies:
             neg, pos, confusion = pool_evaluations(replies)
             summary[role] = binned_metrics(neg, pos, threshold, confusion)
+            if std := local_dp.evaluation_noise_std(ctx.cfg, len(replies)):  # how much the releases' noise moves them
+                summary[role]["noise"] = noise_spread(neg, pos, std, threshold, seed=int(ctx.cfg.seed))
     ctx.store.write_jsonl("final_evaluation.jsonl", lines)
     # the score histograms the sites sent (the run report's ROC curves): {bin index: count}, bins of
     # ecs_models.training.binned_metrics.bin_edges(bins)
-    ctx.store.write_json("final_histograms.json", {"bins": int(ctx.cfg.histogram_bins), "centers": histograms})
+    ctx.store.write_json("final_histograms.json", {"bins": ctx.histogram_bins, "centers": histograms})
     return {"threshold": threshold, "selected_round": best.get("global_round"), "centers": lines,
             "internal_test": summary.get("train"), "held_out": summary.get("held_out"), "full_arrays": arrays,
             "target_sensitivity": target, "val": op["val"]}
+
+
+def _keep_privacy_entry(ctx: RunContext, center: str, content: RecordDict) -> str | None:
+    """Local DP: the reply's ledger entry into the run's ledger (the final release is accounted
+    there too); the reason when the site declined the release, else None."""
+    if PRIVACY_RECORD not in content.config_records:
+        return None
+    try:
+        privacy = PrivacyReport.from_record(content[PRIVACY_RECORD])
+    except MessageError as exc:
+        return f"rejected: privacy record: {exc}"
+    declined = {center: privacy.reason} if privacy.declined else {}
+    local_dp.record_entries(ctx.privacy.ledger, {center: json.loads(privacy.ledger)}, declined, ctx.log)
+    return privacy.reason or None
 
 
 def _nonzero(counts: list[int]) -> dict[str, int]:

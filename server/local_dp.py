@@ -20,7 +20,7 @@ from protocol.messages import LocalDp
 from server.privacy_ledger import PrivacyLedger
 from strategies.wrapper import RoundReport
 
-__all__ = ["local_dp", "check_local_dp", "record_round", "exhausted", "eligible"]
+__all__ = ["local_dp", "check_local_dp", "record_round", "record_entries", "exhausted", "eligible", "evaluation_noise_std"]
 
 EXHAUSTED = "exhausted"  # key added to a site's ledger entry when it declined a round
 
@@ -33,7 +33,18 @@ def local_dp(cfg: DictConfig) -> LocalDp | None:
     loc = cfg.privacy.local
     return LocalDp(target_epsilon=float(loc.target_epsilon), delta=float(loc.delta or 0.0),
                    clipping_norm=float(loc.clipping_norm), noise_multiplier=float(loc.noise_multiplier or 0.0),
-                   planned_rounds=max(1, int(cfg.rounds.stage_a) + int(cfg.rounds.stage_b)), accountant=str(loc.accountant))
+                   planned_rounds=max(1, int(cfg.rounds.stage_a) + int(cfg.rounds.stage_b)), accountant=str(loc.accountant),
+                   eval_noise_multiplier=float(loc.evaluation.noise_multiplier),
+                   eval_images_per_patient=int(loc.evaluation.images_per_patient))
+
+
+def evaluation_noise_std(cfg: DictConfig, sites: int) -> float:
+    """Noise std per bin of ``sites`` evaluation releases summed (0 without local DP): every
+    site adds N(0, (z x images_per_patient)^2) per bin (:mod:`client.privacy`)."""
+    setting = local_dp(cfg)
+    if setting is None:
+        return 0.0
+    return float(setting.eval_noise_multiplier * setting.eval_images_per_patient * sites ** 0.5)
 
 
 def check_local_dp(cfg: DictConfig) -> None:
@@ -52,10 +63,16 @@ def check_local_dp(cfg: DictConfig) -> None:
 
 def record_round(ledger: PrivacyLedger, report: RoundReport, log: Callable[[str], None]) -> None:
     """Keep each site's latest ledger entry of the round; mark the sites that declined."""
-    for center, entry in sorted(report.privacy.items()):
+    record_entries(ledger, report.privacy, report.declined, log)
+
+
+def record_entries(ledger: PrivacyLedger, entries: dict[str, dict], declined: dict[str, str],
+                   log: Callable[[str], None]) -> None:
+    """Keep the sites' latest ledger ``entries`` (center -> entry); mark the ``declined`` ones."""
+    for center, entry in sorted(entries.items()):
         entry = dict(entry)
-        if center in report.declined:
-            entry[EXHAUSTED] = report.declined[center]
+        if center in declined:
+            entry[EXHAUSTED] = declined[center]
         elif EXHAUSTED in ledger.sites.get(center, {}):
             entry[EXHAUSTED] = ledger.sites[center][EXHAUSTED]
         try:

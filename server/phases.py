@@ -153,10 +153,10 @@ def _strategy(ctx: RunContext, phase: str, train_nodes: list[int], done: int) ->
     statistics = [k for k in ctx.state["model_arrays"] if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     strategy = SiteAwareStrategy(
         inner, phase=phase, centers=sites.centers, train_nodes=train_nodes,
-        eval_nodes=[] if phase == "gan" else sites.train, round_offset=done, global_round_base=_global_base(ctx, phase),
+        eval_nodes=[] if phase == "gan" else train_nodes, round_offset=done, global_round_base=_global_base(ctx, phase),
         min_train_replies=ctx.privacy.min_replies(sampled, min(int(part.min_train_replies), len(train_nodes))),
         max_failed_rounds=int(part.max_failed_rounds), outlier_factor=float(part.outlier_factor),
-        max_examples=sites.example_limits(phase), histogram_bins=int(ctx.cfg.histogram_bins),
+        max_examples=sites.example_limits(phase), histogram_bins=ctx.histogram_bins,
         statistics_keys=statistics if phase != "gan" else (), round_config=_round_config(ctx, phase),
         require_privacy=local_dp.local_dp(ctx.cfg) is not None)
     strategy.on_round_end = lambda report, arrays: _on_round_end(ctx, strategy, report, arrays)

@@ -317,7 +317,9 @@ class SiteAwareStrategy(Strategy):
         for key, value in wire(Evaluate, phase="evaluate", split="val", threshold=self.threshold,
                                global_round=report.global_round).items():
             config[key] = value
-        return self.inner.configure_evaluate(report.round, arrays, config, NodeSubsetGrid(grid, self.eval_nodes))
+        messages = self.inner.configure_evaluate(report.round, arrays, config, NodeSubsetGrid(grid, self.eval_nodes))
+        # a site that declined the round (local DP budget) is not asked to release a validation either
+        return [m for m in messages if m.metadata.dst_node_id not in self.declined]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         report = self._report or self._new_report(server_round)
@@ -335,12 +337,16 @@ class SiteAwareStrategy(Strategy):
             if msg.has_error():
                 report.failed[f"{center} (evaluate)"] = msg.error.reason
                 continue
+            privacy = self._privacy(report, center, msg.content)
+            if privacy is not None and privacy.declined:  # local DP: the release would exceed its budget
+                report.declined[center] = privacy.reason
+                logger.warning("round %d: %s (evaluation) %s", report.global_round, center, privacy.reason)
+                continue
             problem = evaluate_problem(msg.content, self.histogram_bins)
             if problem is not None:
                 report.rejected[f"{center} (evaluate)"] = problem
                 logger.warning("round %d: rejected the evaluation of %s: %s", report.global_round, center, problem)
                 continue
-            self._privacy(report, center, msg.content)
             reply = EvaluateReply.from_record(next(iter(msg.content.metric_records.values())))
             report.val[center] = center_metrics(reply, self.threshold)
             accepted.append(reply)

@@ -25,6 +25,7 @@ __all__ = [
     "bin_edges",
     "score_histograms",
     "confusion_at",
+    "histogram_confusion",
     "binned_auc",
     "binned_metrics",
     "binned_threshold",
@@ -65,6 +66,15 @@ def confusion_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> di
             "tn": int(np.sum(~pred & (labels == 0))), "fn": int(np.sum(~pred & (labels == 1)))}
 
 
+def histogram_confusion(neg: np.ndarray, pos: np.ndarray, threshold: float) -> dict[str, int]:
+    """Confusion matrix from histograms: the bins at or above the bin edge that holds
+    ``threshold`` are called positive (exact when ``threshold`` is a bin edge)."""
+    neg, pos = np.asarray(neg, dtype=np.int64), np.asarray(pos, dtype=np.int64)
+    start = int(np.clip(np.searchsorted(bin_edges(len(neg)), threshold, side="right") - 1, 0, len(neg) - 1))
+    return {"tp": int(pos[start:].sum()), "fn": int(pos[:start].sum()),
+            "fp": int(neg[start:].sum()), "tn": int(neg[:start].sum())}
+
+
 def binned_auc(neg: np.ndarray, pos: np.ndarray) -> float:
     """ROC-AUC = P(score+ > score-) + P(tie) / 2 from histograms; NaN without both classes."""
     neg, pos = np.asarray(neg, dtype=np.float64), np.asarray(pos, dtype=np.float64)
@@ -85,10 +95,7 @@ def binned_metrics(neg: np.ndarray, pos: np.ndarray, threshold: float | None = N
     neg, pos = np.asarray(neg, dtype=np.int64), np.asarray(pos, dtype=np.int64)
     threshold = 0.5 if threshold is None else float(threshold)
     if confusion is None:
-        edges = bin_edges(len(neg))
-        start = int(np.clip(np.searchsorted(edges, threshold, side="right") - 1, 0, len(neg) - 1))
-        confusion = {"tp": int(pos[start:].sum()), "fn": int(pos[:start].sum()),
-                     "fp": int(neg[start:].sum()), "tn": int(neg[:start].sum())}
+        confusion = histogram_confusion(neg, pos, threshold)
     counts = {k: int(confusion[k]) for k in ("tp", "fp", "tn", "fn")}
     return {"n": int(neg.sum() + pos.sum()), "positives": int(pos.sum()), "threshold": threshold,
             "auc": binned_auc(neg, pos), **ratios(counts), **counts}

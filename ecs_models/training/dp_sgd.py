@@ -104,12 +104,13 @@ class PrivacyAccount:
 
         self.accountant = create_accountant(accountant)
 
-    def epsilon(self, extra: tuple[float, float, int] | None = None) -> float:
-        """Epsilon at ``delta`` so far, or after ``extra = (z, q, steps)`` more steps (state unchanged)."""
+    def epsilon(self, *extra: tuple[float, float, int]) -> float:
+        """Epsilon at ``delta`` so far, or after ``extra`` releases ``(z, q, steps)`` each
+        (``q = 1``: the plain Gaussian mechanism); the state is unchanged."""
         acc = self.accountant
-        if extra is not None:
+        if extra:
             acc = copy.deepcopy(acc)
-            acc.history.append(tuple(extra))
+            acc.history.extend(tuple(e) for e in extra if e[2] > 0)
         if not acc.history:
             return 0.0
         return float(acc.get_epsilon(self.delta))
@@ -142,15 +143,42 @@ class PrivacyAccount:
                 "events": self.events(), "epsilon": self.epsilon(), "delta": self.delta,
                 "noise_multiplier": self.noise_multiplier, "unit": "patient"}
 
-    def derive_noise(self, target_epsilon: float, sample_rate: float, steps: int) -> float:
+    def derive_noise(self, target_epsilon: float, sample_rate: float, steps: int,
+                     reserved: tuple[float, float, int] | None = None) -> float:
         """Fix z once: the smallest noise multiplier with which ``steps`` steps at ``sample_rate``
-        stay within ``target_epsilon`` (Opacus's ``get_noise_multiplier``, this accountant)."""
-        if self.noise_multiplier <= 0:
+        stay within ``target_epsilon`` (Opacus's ``get_noise_multiplier``, this accountant), with
+        room left for the ``reserved`` releases ``(z, q, count)`` (the evaluation's), composed by
+        this accountant in a bisection of z (to 0.01 in epsilon, as Opacus's own search).
+
+        Raises:
+            ValueError: the reserved releases alone spend the target.
+        """
+        if self.noise_multiplier > 0:
+            return self.noise_multiplier
+        if reserved is None or reserved[2] <= 0:
             from opacus.accountants.utils import get_noise_multiplier
 
             self.noise_multiplier = float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=self.delta,
                                                                sample_rate=sample_rate, steps=steps, accountant=self.name))
-        return self.noise_multiplier
+            return self.noise_multiplier
+        plan = PrivacyAccount(self.name, self.delta, self.clipping_norm)
+        alone = plan.epsilon(reserved)
+        if alone >= target_epsilon:
+            raise ValueError(f"the {reserved[2]} evaluation releases at noise multiplier {reserved[0]:g} alone spend "
+                             f"epsilon {alone:.2f} of the budget {target_epsilon:g}: raise their noise multiplier")
+        low, high = 0.0, 10.0
+        while plan.epsilon((high, sample_rate, steps), reserved) > target_epsilon:
+            low, high = high, 2 * high
+        for _ in range(60):  # bisection; 60 halvings are below float resolution
+            if plan.epsilon((high, sample_rate, steps), reserved) >= target_epsilon - 0.01:
+                break
+            middle = (low + high) / 2
+            if plan.epsilon((middle, sample_rate, steps), reserved) > target_epsilon:
+                low = middle
+            else:
+                high = middle
+        self.noise_multiplier = high
+        return high
 
     def state_dict(self) -> dict:
         """Plain data (lists, floats, str): what a resumed run restores."""
