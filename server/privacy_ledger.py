@@ -182,7 +182,8 @@ class PrivacyLedger:
             lines += _entry_markdown(name, entry)
         lines += ["## Not covered by these figures", "",
                   "- Per-round training metrics (loss, example counts) and anything a mechanism above does not name.",
-                  "- The per-round validation and final evaluation histograms, unless a site entry lists their release.",
+                  "- The per-round validation and final evaluation histograms, unless a site entry lists their release "
+                  "(local DP does: its Gaussian events at the evaluation's noise multiplier).",
                   "- An epsilon bounds what any observer of the released outputs can learn about the unit; it says "
                   "nothing about data a hospital discloses by other means.", ""]
         return "\n".join(lines)

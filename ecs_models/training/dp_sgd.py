@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # Opacus is imported where DP runs: it is a quarter of a site
 __all__ = ["PatientSampler", "PrivacyAccount", "DpSgd", "steps_per_epoch", "collate_or_empty", "MECHANISM"]
 
 MECHANISM = ("DP-SGD (Opacus), patient-level: Poisson-sampled patients, one image per sampled patient, "
-             "one L2 clip over the teacher, student and projectors")
+             "one L2 clip over the teacher, student and projectors; in a federation also every evaluation reply, "
+             "its histograms noised by the Gaussian mechanism (the gaussian events of the evaluation's noise multiplier)")
 
 
 class PatientSampler(Sampler[list[int]]):
