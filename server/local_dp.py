@@ -52,8 +52,9 @@ def check_local_dp(cfg: DictConfig) -> None:
     if local_dp(cfg) is None:
         return
     if cfg.synthesis and not cfg.gan_artifact and int(cfg.rounds.gan) > 0:
-        raise ValueError("privacy=local: the federated SG-CycleGAN is not trained under DP-SGD yet (its discriminators "
-                         "see real ultrasound); set synthesis=false or give a gan_artifact (docs/privacy.md)")
+        raise ValueError("privacy=local: the federated SG-CycleGAN is not trained under DP-SGD (its discriminators, and "
+                         "its generators through the cycle and identity terms, see real images); set synthesis=false "
+                         "or give a gan_artifact (docs/privacy.md)")
     if float(cfg.strategy.get("proximal_mu") or 0.0) > 0:
         raise ValueError("privacy=local: FedProx's proximal term acts on the gradient DP-SGD replaces; use strategy=fedavg")
     norms = {"model": cfg.model.get("norm"), "teacher": cfg.teacher.get("norm") if cfg.distillation else "group"}
