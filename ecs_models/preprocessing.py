@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 __all__ = ["FIELDS_OF_VIEW", "FRAME_POLICIES", "PIPELINE_VERSION", "PreprocessConfig"]
 
-PIPELINE_VERSION = 3  # bump when the pixels produced for the same config change (2: flat strokes, robust tint map; 3: calipers by shape)
+PIPELINE_VERSION = 4  # bump when the pixels produced for the same config change (2: flat strokes, robust tint map; 3: calipers by shape; 4: a lone mark's partner, either-polarity labels, no saturated flat strokes)
 FIELDS_OF_VIEW = ("apex", "fan")
 FRAME_POLICIES = ("middle", "all", "stride")
 

@@ -195,7 +195,7 @@ def detect_flat_strokes(gray: np.ndarray, background: np.ndarray | None = None) 
     pixels (glyph bars and caliper arms, also where the tissue has the stroke's own brightness).
     Seeds grow into pixels of their level up to 3 pixels away that have an equal 8-neighbour
     themselves (glyph interiors, the glyphs of a label). Near-black pixels (outside the fan,
-    fluid) are never part of a stroke.
+    fluid) and saturated ones (255: clipped tissue) are never part of a stroke.
 
     Args:
         gray: float32 ``[H, W]`` in [0, 1].
@@ -206,7 +206,9 @@ def detect_flat_strokes(gray: np.ndarray, background: np.ndarray | None = None) 
     """
     gray = np.asarray(gray, dtype=np.float32)
     level = np.rint(gray * 255.0).astype(np.int16)
-    paired = (_equal_neighbour_counts(level) > 0) & (gray > 0.02)
+    # not saturated either: a scanner clips bright tissue to 255, which makes runs of one level
+    # (white strokes are the near-saturated detector's, in detect_annotations)
+    paired = (_equal_neighbour_counts(level) > 0) & (gray > 0.02) & (level < 255)
     contrast = gray - (local_background(gray) if background is None else background)
     candidate = paired & (np.abs(contrast) >= FLAT_STROKE_CONTRAST)
     seeds = _contrast_strokes(level, candidate, contrast > 0)

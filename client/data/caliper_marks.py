@@ -13,12 +13,17 @@ ridges around it, pixel by pixel. Geometry still tells them apart:
 2. **The level and tolerance are the marks' own**: the median and three standard deviations of
    their pixels (within :data:`TOLERANCE_LEVELS`); exact on a lossless file, the compression's
    own spread on a lossy one. No header is needed to know how lossy the file was.
-3. **Dotted line**: pixels at that level within 1 px of the segment between two such marks.
-4. **Label**: pieces at that level (connected, standing out from their background, with no
-   neighbour beyond the level: a plateau, not the flank of a brighter speckle) that are
-   glyph-sized and sit on one text line: at least :data:`LABEL_MIN_GLYPHS` of them with the same
-   top and bottom (within 2 px) and gaps under :data:`LABEL_GAP_HEIGHTS` glyph heights, within
-   reach of the marks. The line's box, less what is not at the level, is the label.
+3. **Dotted line**: pixels at that level within 1 px of the segment between two such marks. A
+   mark on tissue as bright as itself fails step 1; when one mark of a caliper is found alone,
+   its partner is the cross of its style and size at its level that stands out (either way) on
+   :data:`PARTNER_SHARE` of its arm pixels and is joined to it by the dotted line
+   (:func:`_find_partner`).
+4. **Label**: pieces at that level (connected, standing out from their background, brighter or
+   darker: a glyph over brighter tissue is the darker; with no neighbour beyond the level on that
+   side: a plateau, not the flank of a speckle) that are glyph-sized and sit on one text line: at
+   least :data:`LABEL_MIN_GLYPHS` of them with the same top or the same bottom (within 2 px: a
+   glyph broken at one end) and gaps under :data:`LABEL_GAP_HEIGHTS` glyph heights, within reach
+   of the marks. The line's box, less what is not at the level, is the label.
 
 Nothing is searched for without a mark, so a frame without calipers loses nothing here. Images
 are float32 ``[H, W]`` in [0, 1]; levels are 8-bit gray levels (0-255).
@@ -42,6 +47,9 @@ TOLERANCE_LEVELS = (2.0, 16.0)  # bounds of the band around the marks' level
 LABEL_MIN_GLYPHS = 4  # tall pieces on one text line: "D1 8.4 mm" has six or seven
 LABEL_GAP_HEIGHTS = 3.0  # gap between neighbouring glyphs, in glyph heights (a space, a broken "1")
 LABEL_REACH_ARMS = 8  # the label's line must come this close to a mark, in arm lengths (twice as far, speckle formed lines)
+PARTNER_REACH_ARMS = 30  # a lone mark's partner is looked for this far, in arm lengths (a caliper's length)
+PARTNER_SHARE = 0.5  # of its arm pixels stand out (either way) from their flanks by half MARK_CONTRAST, and are at the level
+PARTNER_LINE_SHARE = 0.3  # of the points between the two marks lie on the dotted line (it is half dots)
 _MIN_GLYPH_HEIGHT = 4  # px; shorter pieces ('.', '-', fragments) join a line but cannot found one
 
 
@@ -166,9 +174,61 @@ def _segment(a: CaliperMark, b: CaliperMark) -> tuple[np.ndarray, np.ndarray]:
             (cols[:, None, None] + step[None, None, :]).repeat(3, axis=1).ravel())
 
 
+def _find_partner(levels: np.ndarray, band: np.ndarray, origin: tuple[int, int], mark: CaliperMark,
+                  level: float, tolerance: float) -> CaliperMark | None:
+    """The other end of a lone mark's caliper, where the shape test of :func:`find_caliper_marks`
+    fails because the mark lies on tissue as bright as itself: a cross of the mark's style and
+    size whose pixels are at ``level`` (within ``tolerance``) and stand out, brighter or darker,
+    from their flanks on :data:`PARTNER_SHARE` of its arm pixels, joined to the mark by a dotted
+    line (:data:`PARTNER_LINE_SHARE` of the points between them within 1 px of ``band``). The
+    best-joined such cross within :data:`PARTNER_REACH_ARMS` arm lengths; None when there is none.
+
+    ``band``: bool, the caliper's level band over the window starting at ``origin`` (row, col).
+    """
+    arm, radius = mark.arm, PARTNER_REACH_ARMS * mark.arm
+    y0, x0 = max(origin[0], mark.row - radius), max(origin[1], mark.col - radius)
+    y1 = min(origin[0] + band.shape[0], mark.row + radius + 1)
+    x1 = min(origin[1] + band.shape[1], mark.col + radius + 1)
+    rows, cols = np.nonzero(np.abs(levels[y0:y1, x0:x1] - level) <= tolerance)
+    rows, cols = rows + y0, cols + x0
+    keep = np.hypot(rows - mark.row, cols - mark.col) >= 3 * arm  # the segment holds at least one dash
+    rows, cols = rows[keep], cols[keep]
+    if rows.size == 0:
+        return None
+    pad = arm + 2
+    padded = np.pad(levels, pad, constant_values=np.nan)
+    arms = _arm_offsets(mark.style, arm)
+    rows_p, cols_p = rows[None] + pad, cols[None] + pad
+    values = np.stack([padded[rows_p + dy[:, None], cols_p + dx[:, None]] for dy, dx in arms])  # [4, arm, N]
+    flanks = [np.stack([padded[rows_p + dy[:, None] + s * ay, cols_p + dx[:, None] + s * ax]
+                        for (dy, dx), (ay, ax) in zip(arms, _across(mark.style), strict=True)]) for s in (2, -2)]
+    step = 0.5 * MARK_CONTRAST * 255.0
+    stands = ((values - np.fmax(*flanks) >= step) | (np.fmin(*flanks) - values >= step))[:, 1:].reshape(-1, rows.size)
+    at_level = (np.abs(values - level) <= tolerance).reshape(-1, rows.size)
+    cross_score = stands.mean(axis=0) + at_level.mean(axis=0)
+    ok = (stands.mean(axis=0) >= PARTNER_SHARE) & (at_level.mean(axis=0) >= PARTNER_SHARE)
+    near_band = ndimage.binary_dilation(band, structure=np.ones((3, 3), dtype=bool))
+    best, best_score = None, 0.0
+    for i in np.nonzero(ok)[0]:
+        length = float(np.hypot(rows[i] - mark.row, cols[i] - mark.col))
+        t = np.arange(arm + 2, length - arm - 1) / length  # between the two crosses
+        if t.size < 4:
+            continue
+        r = np.rint(mark.row + t * (rows[i] - mark.row)).astype(np.intp) - origin[0]
+        c = np.rint(mark.col + t * (cols[i] - mark.col)).astype(np.intp) - origin[1]
+        share = float(near_band[r, c].mean())
+        if share >= PARTNER_LINE_SHARE and share + cross_score[i] > best_score:  # on the line, and the most cross-like
+            best, best_score = i, share + cross_score[i]
+    if best is None:
+        return None
+    return CaliperMark(int(rows[best]), int(cols[best]), mark.style, arm, level, tolerance, mark.polarity)
+
+
 def _text_lines(band: np.ndarray, near: np.ndarray) -> np.ndarray:
     """bool ``[H, W]``: the boxes of text lines in ``band`` that touch ``near`` (see the module docstring)."""
-    labels, n = ndimage.label(band, structure=np.ones((3, 3), dtype=bool))
+    # a glyph broken across one row (JPEG, or tissue at its level) is one piece
+    labels, n = ndimage.label(band | ndimage.binary_closing(band, structure=np.ones((3, 1), dtype=bool)),
+                              structure=np.ones((3, 3), dtype=bool))
     boxes = np.zeros(band.shape, dtype=bool)
     if n < LABEL_MIN_GLYPHS:
         return boxes
@@ -195,7 +255,7 @@ def _text_lines(band: np.ndarray, near: np.ndarray) -> np.ndarray:
         for j in found[k + 1:]:
             if left[j] - right[i] > LABEL_GAP_HEIGHTS * max(height[i], height[j]):
                 break
-            if abs(bottom[i] - bottom[j]) <= 2 and abs(top[i] - top[j]) <= 3:
+            if abs(bottom[i] - bottom[j]) <= 2 or abs(top[i] - top[j]) <= 2:  # a glyph broken at one end (JPEG, tissue at its level)
                 parent[root(int(i))] = root(int(j))
     lines: dict[int, list[int]] = {}
     for i in found:
@@ -245,16 +305,21 @@ def detect_caliper_marks(gray: np.ndarray, background: np.ndarray) -> np.ndarray
         level = float(np.median(pixels))
         # three standard deviations of the marks' own pixels: the compression's spread (0 if lossless)
         tolerance = float(np.clip(3.0 * pixels.std(), *TOLERANCE_LEVELS))
-        polarity = group[0].polarity
         # the label must come within `reach` of a mark; its line may run on for three times as long
         reach = LABEL_REACH_ARMS * max(m.arm for m in group)
         y0, x0 = max(min(m.row for m in group) - 4 * reach, 0), max(min(m.col for m in group) - 4 * reach, 0)
         window = (slice(y0, max(m.row for m in group) + 4 * reach + 1), slice(x0, max(m.col for m in group) + 4 * reach + 1))
         local, local_contrast = levels[window], contrast[window]
-        extreme = ndimage.maximum_filter if polarity == 1 else ndimage.minimum_filter
-        # at the level, standing out, and no neighbour beyond the level (the flank of a brighter speckle)
-        band = ((np.abs(local - level) <= tolerance) & (polarity * local_contrast >= MARK_CONTRAST * 255.0)
-                & (polarity * (extreme(local, size=3) - level) <= 1.5 * tolerance))
+        # at the level and standing out, brighter or darker than what is around (a stroke over
+        # brighter tissue is the darker), with no neighbour beyond the level on the side it stands
+        # out from (not the flank of a brighter or darker speckle)
+        threshold = MARK_CONTRAST * 255.0
+        band = (np.abs(local - level) <= tolerance) & (
+            ((local_contrast >= threshold) & (ndimage.maximum_filter(local, size=3) - level <= 1.5 * tolerance))
+            | ((local_contrast <= -threshold) & (level - ndimage.minimum_filter(local, size=3) <= 1.5 * tolerance)))
+        if len(group) == 1 and (partner := _find_partner(levels, band, (y0, x0), group[0], level, tolerance)) is not None:
+            group = [*group, partner]
+            mask[_cross_pixels(levels.shape, partner)] = True
         found = np.zeros(band.shape, dtype=bool)
         for i, a in enumerate(group):
             for b in group[i + 1:]:
@@ -265,7 +330,9 @@ def detect_caliper_marks(gray: np.ndarray, background: np.ndarray) -> np.ndarray
         near = np.zeros(band.shape, dtype=bool)
         for m in group:
             near[max(m.row - reach - y0, 0):m.row + reach + 1 - y0, max(m.col - reach - x0, 0):m.col + reach + 1 - x0] = True
-        mask[window] |= band & (found | _text_lines(band, near))
+        # inside a label's box every pixel at the level goes, standing out or not: a glyph over
+        # tissue of nearly its own brightness still differs from it a little
+        mask[window] |= (band & found) | (_text_lines(band, near) & (np.abs(local - level) <= tolerance))
     rows, cols = np.nonzero(mask)
     box = (slice(max(rows.min() - 1, 0), rows.max() + 2), slice(max(cols.min() - 1, 0), cols.max() + 2))
     mask[box] = ndimage.binary_dilation(mask[box], structure=np.ones((3, 3), dtype=bool))

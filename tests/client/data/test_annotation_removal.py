@@ -64,6 +64,20 @@ def test_calipers_removed_and_tissue_kept(profile_name: str, photometric: str, t
     assert false_removal <= MAX_FALSE_REMOVAL
 
 
+@pytest.mark.parametrize("seed", [1, 9, 11])
+def test_lossy_grayscale_calipers_on_tissue_of_their_own_level(seed: int, tmp_path: Path) -> None:
+    """A green caliper stored as mid-gray baseline JPEG, on participants where it lies on tissue
+    as bright as itself: one mark fails the shape test (its partner is found along the dotted
+    line), the label's glyphs break up (joined by either edge), and a bright fan clips to 255
+    (no flat stroke). These three once left 0.78, 0.11 and 0.88 of the contrast, and 1.9 % of
+    seed 9's caliper-free fan was erased."""
+    profile = photometric_variants(SCANNER_PROFILES["portable_ybr_cine"])["MONOCHROME2"]
+    assert profile.compression == "jpeg_baseline"  # lossy: no exact level survives
+    twins = write_caliper_twins(tmp_path, profile, seed=seed, caliper_color=CALIPER_GREEN)
+    assert surviving_caliper_contrast(twins, CONFIG) <= MAX_SURVIVING_CONTRAST
+    assert false_removal_fraction(twins.without_calipers, replace(CONFIG, output_size=None)) <= MAX_FALSE_REMOVAL
+
+
 def test_calipers_left_in_place_are_measured_as_surviving(tmp_path: Path) -> None:
     """The measure is not blind: with removal off, the whole contrast survives."""
     twins = write_caliper_twins(tmp_path, SCANNER_PROFILES["premium_mono"], seed=3, caliper_color=CALIPER_GREEN)
