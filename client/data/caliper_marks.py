@@ -21,9 +21,12 @@ ridges around it, pixel by pixel. Geometry still tells them apart:
 4. **Label**: pieces at that level (connected, standing out from their background, brighter or
    darker: a glyph over brighter tissue is the darker; with no neighbour beyond the level on that
    side: a plateau, not the flank of a speckle) that are glyph-sized and sit on one text line: at
-   least :data:`LABEL_MIN_GLYPHS` of them with the same top or the same bottom (within 2 px: a
-   glyph broken at one end) and gaps under :data:`LABEL_GAP_HEIGHTS` glyph heights, within reach
-   of the marks. The line's box, less what is not at the level, is the label.
+   least :data:`LABEL_MIN_GLYPHS` of them, three with the same top and bottom (within 2-3 px) and
+   the rest with the line's top or its bottom (a glyph broken at one end), gaps under
+   :data:`LABEL_GAP_HEIGHTS` glyph heights, within reach of the marks. When a caliper with both
+   marks has no such line, pieces one row apart are joined and the search is repeated. In the
+   line's box, what is at the level and differs from its background by a third of
+   :data:`MARK_CONTRAST` is the label.
 
 Nothing is searched for without a mark, so a frame without calipers loses nothing here. Images
 are float32 ``[H, W]`` in [0, 1]; levels are 8-bit gray levels (0-255).
@@ -224,11 +227,12 @@ def _find_partner(levels: np.ndarray, band: np.ndarray, origin: tuple[int, int],
     return CaliperMark(int(rows[best]), int(cols[best]), mark.style, arm, level, tolerance, mark.polarity)
 
 
-def _text_lines(band: np.ndarray, near: np.ndarray) -> np.ndarray:
-    """bool ``[H, W]``: the boxes of text lines in ``band`` that touch ``near`` (see the module docstring)."""
-    # a glyph broken across one row (JPEG, or tissue at its level) is one piece
-    labels, n = ndimage.label(band | ndimage.binary_closing(band, structure=np.ones((3, 1), dtype=bool)),
-                              structure=np.ones((3, 3), dtype=bool))
+def _text_lines(band: np.ndarray, near: np.ndarray, *, join_rows: bool = False) -> np.ndarray:
+    """bool ``[H, W]``: the boxes of text lines in ``band`` that touch ``near`` (see the module
+    docstring); ``join_rows``: first join pieces one row apart (a second try, see the caller)."""
+    if join_rows:  # a glyph broken across one row (JPEG, tissue at its level) is one piece
+        band = band | ndimage.binary_closing(band, structure=np.ones((3, 1), dtype=bool))
+    labels, n = ndimage.label(band, structure=np.ones((3, 3), dtype=bool))
     boxes = np.zeros(band.shape, dtype=bool)
     if n < LABEL_MIN_GLYPHS:
         return boxes
@@ -255,21 +259,34 @@ def _text_lines(band: np.ndarray, near: np.ndarray) -> np.ndarray:
         for j in found[k + 1:]:
             if left[j] - right[i] > LABEL_GAP_HEIGHTS * max(height[i], height[j]):
                 break
-            if abs(bottom[i] - bottom[j]) <= 2 or abs(top[i] - top[j]) <= 2:  # a glyph broken at one end (JPEG, tissue at its level)
+            if abs(bottom[i] - bottom[j]) <= 2 and abs(top[i] - top[j]) <= 3:
                 parent[root(int(i))] = root(int(j))
     lines: dict[int, list[int]] = {}
     for i in found:
         lines.setdefault(root(int(i)), []).append(int(i))
-    for members in lines.values():
-        if len(members) < LABEL_MIN_GLYPHS:
-            continue
-        t0, b0 = top[members].min(), bottom[members].max()
-        margin = b0 - t0  # one glyph height each side: a '.' or a broken glyph at the ends
-        l0, r0 = max(left[members].min() - margin, 0), right[members].max() + margin
-        box = (slice(max(t0 - 1, 0), b0 + 1), slice(l0, r0))
-        if near[box].any():
-            boxes[box] = True
+    cores = [m for m in lines.values() if len(m) >= 3]
+    loose = [m[0] for m in lines.values() if len(m) == 1]  # pieces on no line of their own
+    for members in cores:
+        # a glyph broken at one end (JPEG, tissue at its level) keeps the line's top or its bottom:
+        # single pieces beside a line of three or more join it by either edge
+        mid_top, mid_bottom = np.median(top[members]), np.median(bottom[members])
+        for _ in range(2):
+            reach = LABEL_GAP_HEIGHTS * height[members].max()
+            l0, r0 = left[members].min() - reach, right[members].max() + reach
+            members = members + [i for i in loose if i not in members and l0 <= right[i] and left[i] <= r0
+                                 and (abs(top[i] - mid_top) <= 2 or abs(bottom[i] - mid_bottom) <= 2)]
+        if len(members) >= LABEL_MIN_GLYPHS:
+            _add_box(boxes, near, top[members].min(), bottom[members].max(), left[members].min(), right[members].max())
     return boxes
+
+
+def _add_box(boxes: np.ndarray, near: np.ndarray, t0: int, b0: int, l0: int, r0: int) -> None:
+    """A text line's box (rows ``t0:b0``, columns ``l0:r0``) widened by one glyph height each side,
+    into ``boxes`` when it touches ``near``."""
+    margin = b0 - t0  # one glyph height each side: a '.' or a broken glyph at the ends
+    box = (slice(max(t0 - 1, 0), b0 + 1), slice(max(l0 - margin, 0), r0 + margin))
+    if near[box].any():
+        boxes[box] = True
 
 
 def detect_caliper_marks(gray: np.ndarray, background: np.ndarray) -> np.ndarray:
@@ -330,9 +347,12 @@ def detect_caliper_marks(gray: np.ndarray, background: np.ndarray) -> np.ndarray
         near = np.zeros(band.shape, dtype=bool)
         for m in group:
             near[max(m.row - reach - y0, 0):m.row + reach + 1 - y0, max(m.col - reach - x0, 0):m.col + reach + 1 - x0] = True
-        # inside a label's box every pixel at the level goes, standing out or not: a glyph over
-        # tissue of nearly its own brightness still differs from it a little
-        mask[window] |= (band & found) | (_text_lines(band, near) & (np.abs(local - level) <= tolerance))
+        # inside a label's box every pixel at the level that differs a little from its background
+        # goes: a glyph over tissue of nearly its own brightness stands out by less than the band asks
+        lines = _text_lines(band, near)
+        if not lines.any() and len(group) > 1:  # no label whole enough: try again with broken glyphs joined
+            lines = _text_lines(band, near, join_rows=True)
+        mask[window] |= (band & found) | (lines & (np.abs(local - level) <= tolerance) & (np.abs(local_contrast) >= threshold / 3))
     rows, cols = np.nonzero(mask)
     box = (slice(max(rows.min() - 1, 0), rows.max() + 2), slice(max(cols.min() - 1, 0), cols.max() + 2))
     mask[box] = ndimage.binary_dilation(mask[box], structure=np.ones((3, 3), dtype=bool))
