@@ -13,7 +13,9 @@ would have after it; over the target it declines (:class:`BudgetExhausted`) and 
 
 Evaluation. An evaluation reply is a release too: its histograms count at most
 ``eval_images_per_patient`` images of a patient and are noised by the Gaussian mechanism
-(:func:`release_histograms`), one ``gaussian`` event in the same accountant. The plan reserves
+(:func:`release_histograms`), one ``gaussian`` event in the same accountant, its noise
+multiplier derived so that the planned releases spend ``eval_budget_share`` of the target (or
+fixed by the server). The plan reserves
 one release per classifier round (its validation) and one for the final evaluation, so the
 DP-SGD noise is derived with room for them; a training round is declined unless it, its
 validation and the final release all fit.
@@ -108,9 +110,9 @@ def private_round(account: PrivacyAccount, setting: LocalDp, dataset: Dataset, p
     q_plan, per_epoch = steps_per_epoch(us_patients, batch_size, max_steps)
     steps = epochs * per_epoch
     z = account.derive_noise(setting.target_epsilon, q_plan, setting.planned_rounds * steps,
-                             reserved=evaluation_release(setting, setting.planned_rounds + 1))
+                             reserved=evaluation_release(account, setting, setting.planned_rounds + 1))
     q = min(1.0, batch_size / len(set(patients)))
-    after = account.epsilon((z, q, steps), evaluation_release(setting, 2))  # + its validation and the final
+    after = account.epsilon((z, q, steps), evaluation_release(account, setting, 2))  # + its validation and the final
     if after > setting.target_epsilon * (1 + 1e-6):
         raise BudgetExhausted(report(account, f"declined: {steps} more DP-SGD steps (and the round's validation and "
                                               f"the final evaluation) would take epsilon from "
@@ -120,9 +122,16 @@ def private_round(account: PrivacyAccount, setting: LocalDp, dataset: Dataset, p
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_or_empty), q, steps
 
 
-def evaluation_release(setting: LocalDp, count: int = 1) -> tuple[float, float, int]:
-    """``count`` evaluation releases as accountant events ``(z, 1.0, count)`` (Gaussian mechanism)."""
-    return float(setting.eval_noise_multiplier), 1.0, int(count)
+def evaluation_release(account: PrivacyAccount, setting: LocalDp, count: int = 1) -> tuple[float, float, int]:
+    """``count`` evaluation releases as accountant events ``(z, 1.0, count)`` (Gaussian mechanism).
+
+    z is ``setting.eval_noise_multiplier``, or, when that is 0, fixed once in ``account``: the
+    smallest with which the planned releases (one per classifier round and the final one) spend
+    ``eval_budget_share`` of the target, so that the evaluation's cost scales with the budget.
+    """
+    z = setting.eval_noise_multiplier or account.derive_release_noise(
+        setting.eval_budget_share * setting.target_epsilon, setting.planned_rounds + 1)
+    return float(z), 1.0, int(count)
 
 
 def release_histograms(account: PrivacyAccount, setting: LocalDp, neg: np.ndarray, pos: np.ndarray,
@@ -134,11 +143,12 @@ def release_histograms(account: PrivacyAccount, setting: LocalDp, neg: np.ndarra
     Raises:
         BudgetExhausted: the release would take the epsilon above ``setting.target_epsilon``.
     """
-    after = account.epsilon(evaluation_release(setting))
+    release = evaluation_release(account, setting)
+    after = account.epsilon(release)
     if after > setting.target_epsilon * (1 + 1e-6):
         raise BudgetExhausted(report(account, f"declined: releasing this evaluation would take epsilon from "
                                               f"{account.epsilon():.3f} to {after:.3f}, over the budget "
                                               f"{setting.target_epsilon:g} (delta {account.delta:.3g})"))
-    released = noised_histograms(neg, pos, setting.eval_noise_multiplier * setting.eval_images_per_patient, rng)
-    account.add(*evaluation_release(setting))
+    released = noised_histograms(neg, pos, release[0] * setting.eval_images_per_patient, rng)
+    account.add(*release)
     return released

@@ -76,9 +76,8 @@ def _convert(name: str, value: Any, kind: Any) -> Any:
     elif kind is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-    elif kind is str:
-        if isinstance(value, str):
-            return value
+    elif kind is str and isinstance(value, str):
+        return value
     elif typing.get_origin(kind) is list:
         if isinstance(value, list | tuple) and all(isinstance(v, int | float) and float(v).is_integer() for v in value):
             return [int(v) for v in value]
@@ -154,13 +153,14 @@ class LocalDp:
     noise_multiplier: float  # 0: from target_epsilon, delta and the planned steps and releases
     planned_rounds: int  # classifier rounds (stage A + B) the budget must last
     accountant: str = "rdp"  # rdp | prv (Opacus)
-    eval_noise_multiplier: float = 4.0  # z of an evaluation release: noise std z x eval_images_per_patient per bin
+    eval_noise_multiplier: float = 0.0  # z of an evaluation release (std z x eval_images_per_patient per bin); 0: derived
+    eval_budget_share: float = 0.1  # ... so that the planned releases spend this share of target_epsilon
     eval_images_per_patient: int = 1  # images of one patient an evaluation counts at most: the release's sensitivity
 
     def __post_init__(self) -> None:
         if not (self.target_epsilon > 0 and 0 <= self.delta < 1 and self.clipping_norm > 0 and self.noise_multiplier >= 0
-                and self.planned_rounds >= 1 and self.accountant in ("rdp", "prv") and self.eval_noise_multiplier > 0
-                and self.eval_images_per_patient >= 1):
+                and self.planned_rounds >= 1 and self.accountant in ("rdp", "prv") and self.eval_noise_multiplier >= 0
+                and 0 < self.eval_budget_share < 1 and self.eval_images_per_patient >= 1):
             raise ValueError(f"bad local DP setting {self}")
     as_dict, to_json, from_json = ModelSpec.as_dict, ModelSpec.to_json, classmethod(lambda cls, text: cls(**json.loads(text)))
 

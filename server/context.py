@@ -4,6 +4,7 @@ and the conversions between Flower records, numpy arrays and the process's RNG s
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,10 +25,18 @@ from server.sites import Sites
 from server.store import RunStore
 from strategies.factory import StrategySpec
 
-__all__ = ["RunContext", "model_spec", "to_numpy", "to_record", "torch_state", "rng_state", "set_rng_state", "fmt"]
+__all__ = ["RunContext", "run_key", "model_spec", "to_numpy", "to_record", "torch_state", "rng_state", "set_rng_state", "fmt"]
 
 Log = Callable[[str], None]
 Arrays = dict[str, np.ndarray]
+
+
+def run_key(run_dir: str | Path, seed: int) -> str:
+    """The key of the sites' state of a run (FedBN layers, the local DP accountant): one per run
+    folder and seed, the same when the run resumes. The folder's name alone is not unique (every
+    arm of a comparison ends in ``seed<s>``): a digest of its full path is added."""
+    resolved = Path(str(run_dir)).resolve()
+    return f"{resolved.name}-seed{seed}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
 
 
 def model_spec(cfg: DictConfig) -> ModelSpec:
@@ -73,7 +82,7 @@ class RunContext:
         # local DP releases coarse histograms (configs/privacy/local.yaml): the noise per bin does not shrink with bins
         self.histogram_bins = int(cfg.privacy.local.evaluation.bins if local_dp(cfg) else cfg.histogram_bins)
         self.timeout = float(cfg.participation.round_timeout_s)
-        self.run_key = Path(str(cfg.run_dir)).resolve().name + f"-seed{int(cfg.seed)}"
+        self.run_key = run_key(cfg.run_dir, int(cfg.seed))
         self.freeze_norm_stats = float(cfg.local.get("freeze_norm_stats") or 0.0)
         if not 0.0 <= self.freeze_norm_stats < 1.0:
             raise ValueError("local.freeze_norm_stats must be a fraction of each phase's rounds in [0, 1), "

@@ -106,7 +106,8 @@ def final_evaluation(ctx: RunContext) -> dict:
         if replies:
             neg, pos, confusion = pool_evaluations(replies)
             summary[role] = binned_metrics(neg, pos, threshold, confusion)
-            if std := local_dp.evaluation_noise_std(ctx.cfg, len(replies)):  # how much the releases' noise moves them
+            centers = [line["center"] for line in lines if line["role"] == role and "error" not in line]
+            if std := local_dp.evaluation_noise_std(ctx.cfg, ctx.privacy.ledger, centers):  # how much the noise moves them
                 summary[role]["noise"] = noise_spread(neg, pos, std, threshold, seed=int(ctx.cfg.seed))
     ctx.store.write_jsonl("final_evaluation.jsonl", lines)
     # the score histograms the sites sent (the run report's ROC curves): {bin index: count}, bins of

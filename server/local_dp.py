@@ -34,17 +34,19 @@ def local_dp(cfg: DictConfig) -> LocalDp | None:
     return LocalDp(target_epsilon=float(loc.target_epsilon), delta=float(loc.delta or 0.0),
                    clipping_norm=float(loc.clipping_norm), noise_multiplier=float(loc.noise_multiplier or 0.0),
                    planned_rounds=max(1, int(cfg.rounds.stage_a) + int(cfg.rounds.stage_b)), accountant=str(loc.accountant),
-                   eval_noise_multiplier=float(loc.evaluation.noise_multiplier),
+                   eval_noise_multiplier=float(loc.evaluation.noise_multiplier or 0.0),
+                   eval_budget_share=float(loc.evaluation.budget_share),
                    eval_images_per_patient=int(loc.evaluation.images_per_patient))
 
 
-def evaluation_noise_std(cfg: DictConfig, sites: int) -> float:
-    """Noise std per bin of ``sites`` evaluation releases summed (0 without local DP): every
-    site adds N(0, (z x images_per_patient)^2) per bin (:mod:`client.privacy`)."""
+def evaluation_noise_std(cfg: DictConfig, ledger: PrivacyLedger, centers: list[str]) -> float:
+    """Noise std per bin of the ``centers``' evaluation releases summed (0 without local DP): each
+    site adds N(0, (z x images_per_patient)^2) per bin, z from its ledger entry (:mod:`client.privacy`)."""
     setting = local_dp(cfg)
     if setting is None:
         return 0.0
-    return float(setting.eval_noise_multiplier * setting.eval_images_per_patient * sites ** 0.5)
+    z = [float(ledger.sites.get(c, {}).get("evaluation_noise_multiplier") or setting.eval_noise_multiplier) for c in centers]
+    return float(setting.eval_images_per_patient * sum(v * v for v in z) ** 0.5)
 
 
 def check_local_dp(cfg: DictConfig) -> None:

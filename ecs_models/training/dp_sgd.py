@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -101,6 +101,7 @@ class PrivacyAccount:
     def __init__(self, accountant: str, delta: float, clipping_norm: float, noise_multiplier: float = 0.0) -> None:
         self.name, self.delta, self.clipping_norm = accountant, float(delta), float(clipping_norm)
         self.noise_multiplier = float(noise_multiplier)
+        self.eval_noise_multiplier = 0.0  # z of the evaluation releases (client.privacy), fixed once (0: not yet)
         from opacus.accountants import create_accountant
 
         self.accountant = create_accountant(accountant)
@@ -142,7 +143,8 @@ class PrivacyAccount:
         """The ledger entry (schema of :mod:`server.privacy_ledger`): JSON-able."""
         return {"accountant": self.name, "mechanism": mechanism, "clipping_norm": self.clipping_norm,
                 "events": self.events(), "epsilon": self.epsilon(), "delta": self.delta,
-                "noise_multiplier": self.noise_multiplier, "unit": "patient"}
+                "noise_multiplier": self.noise_multiplier, "evaluation_noise_multiplier": self.eval_noise_multiplier,
+                "unit": "patient"}
 
     def derive_noise(self, target_epsilon: float, sample_rate: float, steps: int,
                      reserved: tuple[float, float, int] | None = None) -> float:
@@ -166,30 +168,47 @@ class PrivacyAccount:
         alone = plan.epsilon(reserved)
         if alone >= target_epsilon:
             raise ValueError(f"the {reserved[2]} evaluation releases at noise multiplier {reserved[0]:g} alone spend "
-                             f"epsilon {alone:.2f} of the budget {target_epsilon:g}: raise their noise multiplier")
+                             f"epsilon {alone:.2f} of the budget {target_epsilon:g}: raise "
+                             "privacy.local.evaluation.noise_multiplier or leave it to budget_share")
+        self.noise_multiplier = plan.smallest_noise(lambda z: ((z, sample_rate, steps), reserved), target_epsilon)
+        return self.noise_multiplier
+
+    def derive_release_noise(self, target_epsilon: float, count: int) -> float:
+        """Fix the evaluation releases' z once: the smallest with which ``count`` Gaussian releases
+        stay within ``target_epsilon`` (this accountant; :meth:`smallest_noise`)."""
+        if self.eval_noise_multiplier <= 0:
+            plan = PrivacyAccount(self.name, self.delta, self.clipping_norm)
+            self.eval_noise_multiplier = plan.smallest_noise(lambda z: ((z, 1.0, count),), target_epsilon)
+        return self.eval_noise_multiplier
+
+    def smallest_noise(self, plan: Callable[[float], tuple], target_epsilon: float) -> float:
+        """The smallest z whose releases ``plan(z)`` (``(z, q, steps)`` tuples) compose, on top of this
+        account, to at most ``target_epsilon``: doubling, then bisection to 0.01 in epsilon (as
+        Opacus's ``get_noise_multiplier``)."""
         low, high = 0.0, 10.0
-        while plan.epsilon((high, sample_rate, steps), reserved) > target_epsilon:
+        while self.epsilon(*plan(high)) > target_epsilon:
             low, high = high, 2 * high
-        for _ in range(60):  # bisection; 60 halvings are below float resolution
-            if plan.epsilon((high, sample_rate, steps), reserved) >= target_epsilon - 0.01:
+        for _ in range(60):  # 60 halvings are below float resolution
+            if self.epsilon(*plan(high)) >= target_epsilon - 0.01:
                 break
             middle = (low + high) / 2
-            if plan.epsilon((middle, sample_rate, steps), reserved) > target_epsilon:
+            if self.epsilon(*plan(middle)) > target_epsilon:
                 low = middle
             else:
                 high = middle
-        self.noise_multiplier = high
         return high
 
     def state_dict(self) -> dict:
         """Plain data (lists, floats, str): what a resumed run restores."""
         return {"accountant": self.name, "delta": self.delta, "clipping_norm": self.clipping_norm,
-                "noise_multiplier": self.noise_multiplier, "history": [list(h) for h in self.accountant.history]}
+                "noise_multiplier": self.noise_multiplier, "eval_noise_multiplier": self.eval_noise_multiplier,
+                "history": [list(h) for h in self.accountant.history]}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> PrivacyAccount:
         account = cls(str(state["accountant"]), float(state["delta"]), float(state["clipping_norm"]),
                       float(state["noise_multiplier"]))
+        account.eval_noise_multiplier = float(state.get("eval_noise_multiplier", 0.0))  # absent before evaluation releases
         account.accountant.history = [(float(z), float(q), int(n)) for z, q, n in state["history"]]
         return account
 

@@ -9,6 +9,7 @@ experiment ``compare.experiment`` (default ``quick``):
 | ``pooled`` | centralized, all training centers pooled | :func:`simulations.centralized.run.run_training` |
 | ``local`` | centralized, each training center alone (one arm ``local_<center>`` per center) | same, ``mode=local`` |
 | ``fedavg``, ``fedprox``, ``fedbn``, ``fedadam`` (any ``strategy``) | one federated run | :func:`simulations.federated.simulate.simulate`: its own SuperLink + Ray, stopped by PID |
+| ``{name: ..., arm: <one of the above>, overrides: [...]}`` | that arm under its own name, with config overrides of its own | e.g. ``experiment=privacy_sweep``: fedavg at several privacy budgets |
 
 **Same model, same recipe, comparable budget.** Every arm is composed from the same experiment
 config (cohort, models, ``training`` recipe, GAN, seed). A centralized arm gets the federated
@@ -41,8 +42,8 @@ import json
 import re
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -52,7 +53,7 @@ from simulations.centralized.run import ensure_cohort
 from simulations.federated.compare_report import write_report
 from strategies.factory import STRATEGIES
 
-__all__ = ["Arm", "expand_arms", "shared_overrides", "compose_experiment", "centralized_config", "last_error", "run_compare"]
+__all__ = ["Arm", "expand_arms", "shared_overrides", "compose_experiment", "arm_config", "centralized_config", "last_error", "run_compare"]
 
 Log = Callable[[str], None]
 # overrides that belong to the comparison itself, not to each arm's experiment
@@ -68,17 +69,34 @@ class Arm:
     mode: str | None = None  # centralized: pooled | local
     center: str | None = None  # local: the center
     strategy: str | None = None  # federated: configs/strategy/<name>.yaml
+    overrides: tuple[str, ...] = ()  # config overrides of this arm alone (a variant arm)
 
     def describe(self) -> str:
+        extra = f" with {' '.join(self.overrides)}" if self.overrides else ""
         if self.kind == "federated":
-            return f"federated, strategy {self.strategy}"
-        return "centralized, training centers pooled" if self.mode == "pooled" else f"centralized, {self.center} alone"
+            return f"federated, strategy {self.strategy}{extra}"
+        return ("centralized, training centers pooled" if self.mode == "pooled" else f"centralized, {self.center} alone") + extra
 
 
-def expand_arms(names: list[str], training_centers: list[str]) -> list[Arm]:
-    """``pooled`` | ``local`` (every training center) | ``local_<center>`` | a strategy name."""
+def _variant(spec: Mapping, training_centers: list[str]) -> Arm:
+    """``{name, arm, overrides}``: the arm ``arm`` (not ``local``, which is several) renamed, with overrides."""
+    unknown = sorted(set(spec) - {"name", "arm", "overrides"})
+    if unknown or "name" not in spec or "arm" not in spec:
+        raise ValueError(f"compare.arms: a variant arm needs name and arm (and optional overrides), got {dict(spec)}")
+    base = expand_arms([str(spec["arm"])], training_centers)
+    if len(base) != 1:
+        raise ValueError(f"compare.arms: variant {spec['name']!r} must build on one arm, not {spec['arm']!r}")
+    return replace(base[0], name=str(spec["name"]), overrides=tuple(str(o) for o in spec.get("overrides") or ()))
+
+
+def expand_arms(names: list, training_centers: list[str]) -> list[Arm]:
+    """``pooled`` | ``local`` (every training center) | ``local_<center>`` | a strategy name |
+    ``{name, arm, overrides}`` (that arm with its own overrides, under its own name)."""
     arms: list[Arm] = []
     for name in names:
+        if isinstance(name, Mapping):
+            arms.append(_variant(name, training_centers))
+            continue
         name = str(name)
         if name == "pooled":
             arms.append(Arm("pooled", "centralized", mode="pooled"))
@@ -135,8 +153,9 @@ def centralized_config(fed_cfg: DictConfig, arm: Arm) -> DictConfig:
     return OmegaConf.create(cfg)
 
 
-def _arm_config(experiment: str, shared: list[str], arm: Arm, seed: int, run_dir: Path, resume: bool = False) -> tuple[DictConfig, list[str]]:
-    overrides = [*shared, f"seed={seed}", f"run_dir={run_dir}"]
+def arm_config(experiment: str, shared: list[str], arm: Arm, seed: int, run_dir: Path, resume: bool = False) -> tuple[DictConfig, list[str]]:
+    """The config one arm x seed runs (``experiment`` + the shared, the arm's own and the run's overrides)."""
+    overrides = [*shared, *arm.overrides, f"seed={seed}", f"run_dir={run_dir}"]
     if arm.kind == "federated":
         overrides.append(f"strategy={arm.strategy}")
         if resume:
@@ -165,7 +184,7 @@ def _run_federated(experiment: str, shared: list[str], arm: Arm, seed: int, run_
     from simulations.federated.simulate import simulate
 
     resume = (run_dir / "checkpoint.pt").is_file() and (run_dir / "rounds.jsonl").is_file()
-    cfg, overrides = _arm_config(experiment, shared, arm, seed, run_dir, resume=resume)
+    cfg, overrides = arm_config(experiment, shared, arm, seed, run_dir, resume=resume)
     if resume:
         log(f"[ecs-compare]   resuming the interrupted run in {run_dir}")
     code = simulate(cfg, overrides, log, experiment=experiment)
@@ -237,7 +256,7 @@ def arm_metrics(arm: Arm, run_dir: Path, cfg: DictConfig, training_centers: list
 def _run_one(arm: Arm, seed: int, out: Path, experiment: str, shared: list[str], context: dict, tag: str, log: Log) -> dict:
     run_dir = out / arm.name / f"seed{seed}"
     row = {"arm": arm.name, "kind": arm.kind, "seed": seed, "run_dir": str(run_dir), "status": "ok", "reused": False}
-    cfg, _ = _arm_config(experiment, shared, arm, seed, run_dir)
+    cfg, _ = arm_config(experiment, shared, arm, seed, run_dir)
     timing_file = run_dir / "compare_arm.json"
     if _complete(arm, run_dir):
         row["reused"] = True
@@ -288,7 +307,7 @@ def run_compare(cfg: DictConfig, cli_overrides: list[str], log: Log = print) -> 
     if base.held_out_centers is not None and sorted(base.held_out_centers) != sorted(held_out):
         raise ValueError(f"experiment=compare evaluates every arm on the cohort's held-out centers {held_out}; "
                          f"held_out_centers={list(base.held_out_centers)} is not supported")
-    arms = expand_arms(list(cfg.compare.arms), training)
+    arms = expand_arms(OmegaConf.to_container(cfg.compare.arms, resolve=True), training)
     meta = {"experiment": experiment, "seeds": seeds, "arms": [asdict(a) for a in arms], "overrides": shared,
             "cohort_dir": str(cohort_dir), "training_centers": training, "held_out_centers": held_out,
             "budget": {"rounds": OmegaConf.to_container(base.rounds), "local": OmegaConf.to_container(base.local),

@@ -3,6 +3,8 @@ mechanism composed into the site's accountant, a decline over budget, and the no
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -55,7 +57,7 @@ def test_a_release_is_one_gaussian_event_and_over_budget_the_site_declines() -> 
     assert released[0].shape == (10,) and not np.array_equal(np.concatenate(released), np.concatenate([neg, pos]))
     account.add(1.5, 0.2, 24)  # DP-SGD spends most of the budget (epsilon 2.99 of 3, 3.12 with one more release)
     spent = account.epsilon()
-    assert spent < SETTING.target_epsilon < account.epsilon(evaluation_release(SETTING))
+    assert spent < SETTING.target_epsilon < account.epsilon(evaluation_release(account, SETTING))
     with pytest.raises(BudgetExhausted, match="releasing this evaluation"):
         release_histograms(account, SETTING, neg, pos, np.random.default_rng(0))
     assert account.epsilon() == spent  # nothing was released, nothing was accounted
@@ -65,14 +67,29 @@ def test_a_release_is_one_gaussian_event_and_over_budget_the_site_declines() -> 
 
 def test_derived_dp_sgd_noise_leaves_room_for_the_planned_releases() -> None:
     steps, q = 40, 0.25
-    reserved = evaluation_release(SETTING, SETTING.planned_rounds + 1)
-    alone = PrivacyAccount("rdp", SETTING.delta, 1.0).derive_noise(3.0, q, steps)
     account = PrivacyAccount("rdp", SETTING.delta, 1.0)
+    reserved = evaluation_release(account, SETTING, SETTING.planned_rounds + 1)
+    alone = PrivacyAccount("rdp", SETTING.delta, 1.0).derive_noise(3.0, q, steps)
     z = account.derive_noise(3.0, q, steps, reserved=reserved)
     assert z > alone  # the releases take part of the budget
     assert 2.99 - 0.01 <= account.epsilon((z, q, steps), reserved) <= 3.0
-    with pytest.raises(ValueError, match="evaluation releases at noise multiplier 0.5 alone"):
+    with pytest.raises(ValueError, match="evaluation releases at noise multiplier 0.5 alone.*budget_share"):
         PrivacyAccount("rdp", SETTING.delta, 1.0).derive_noise(3.0, q, steps, reserved=(0.5, 1.0, 5))
+
+
+def test_without_a_fixed_z_the_releases_spend_their_share_of_the_budget() -> None:
+    """eval_noise_multiplier 0: z is derived once per site, so that the planned releases (one per
+    classifier round + the final) spend eval_budget_share of the target, whatever the target."""
+    for target in (1.0, 8.0):
+        setting = replace(SETTING, target_epsilon=target, eval_noise_multiplier=0.0, eval_budget_share=0.1)
+        account = PrivacyAccount("rdp", setting.delta, 1.0)
+        z, q, count = evaluation_release(account, setting, setting.planned_rounds + 1)
+        assert (q, count) == (1.0, 5) and z == account.eval_noise_multiplier > 0
+        assert 0.1 * target - 0.011 <= account.epsilon((z, 1.0, count)) <= 0.1 * target
+        release_histograms(account, setting, np.ones(10, int), np.ones(10, int), np.random.default_rng(0))
+        restored = PrivacyAccount.from_state_dict(account.state_dict())
+        assert restored.eval_noise_multiplier == z and restored.entry()["evaluation_noise_multiplier"] == z
+    assert evaluation_release(account, replace(setting, eval_noise_multiplier=6.0))[0] == 6.0  # a fixed z wins
 
 
 def test_the_noise_estimate_grows_with_the_noise_and_the_confusion_is_read_off_the_histograms() -> None:

@@ -6,6 +6,7 @@ fewer than k sites have budget left."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +119,14 @@ def test_the_setting_travels_typed_and_a_malformed_privacy_record_is_refused() -
     with pytest.raises(ValueError, match="GroupNorm"):
         RunContext(None, compose_config(["experiment=smoke", "held_out_centers=[]", "synthesis=false", "privacy=local",
                                          "model.norm=batch"]), log=lambda _m: None)
+
+
+def test_each_run_folder_has_its_own_site_state(tmp_path: Path) -> None:
+    """A comparison's arms all end in seed<s>: their sites' state (the local DP accountant, FedBN
+    layers) must not be shared, while a resumed run finds its own again."""
+    from server.context import run_key
+
+    eps8, eps1 = tmp_path / "local_dp_eps8" / "seed0", tmp_path / "local_dp_eps1" / "seed0"
+    assert run_key(eps8, 0) != run_key(eps1, 0)
+    assert run_key(eps8, 0) == run_key(str(eps8), 0) != run_key(eps8, 1)
+    assert run_key(eps8, 0).startswith("seed0-seed0-")

@@ -22,6 +22,7 @@ import pytest
 
 from simulations.federated.compare import (
     Arm,
+    arm_config,
     centralized_config,
     compose_experiment,
     expand_arms,
@@ -103,6 +104,38 @@ def test_arms_overrides_and_the_centralized_budget() -> None:
     assert central.training.stage_b.epochs == fed.rounds.stage_b * fed.local.epochs
     assert central.gan.steps == fed.rounds.gan * fed.local.gan_steps
     assert (central.mode, central.seed, central.model.name) == ("pooled", 2, fed.model.name)
+
+
+def test_privacy_sweep_arms_are_fedavg_variants_that_privacy_accepts(tmp_path: Path) -> None:
+    """experiment=privacy_sweep: every arm composes to a run the server would start (its privacy
+    checks pass), on the same GroupNorm models without synthesis, differing in privacy only."""
+    from omegaconf import OmegaConf
+
+    from server.local_dp import check_local_dp, local_dp
+    from server.privacy import RunPrivacy
+    from strategies.factory import StrategySpec
+
+    sweep = compose_experiment("privacy_sweep", [])
+    arms = expand_arms(OmegaConf.to_container(sweep.compare.arms), ["university", "clinic"])
+    assert [a.name for a in arms] == ["no_dp", "patient_dp_eps8", "patient_dp_eps3", "patient_dp_eps1", "hospital_dp_z2", "hospital_dp_z8"]
+    budgets = {}
+    for arm in arms:
+        assert (arm.kind, arm.strategy) == ("federated", "fedavg") and arm.overrides[0] in arm.describe()
+        cfg, _ = arm_config(str(sweep.compare.experiment), [], arm, 0, tmp_path / arm.name)
+        assert (cfg.model.norm, cfg.teacher.norm, cfg.synthesis, cfg.strategy.name) == ("group", "group", False, "fedavg")
+        RunPrivacy(OmegaConf.to_container(cfg.privacy, resolve=True), StrategySpec.from_config(
+            OmegaConf.to_container(cfg.strategy, resolve=True)))  # raises on what central DP cannot protect
+        check_local_dp(cfg)
+        setting = local_dp(cfg)
+        budgets[arm.name] = (str(cfg.privacy.mode), setting.target_epsilon if setting else None,
+                             float(cfg.privacy.central.noise_multiplier) if cfg.privacy.mode == "central" else None)
+    assert budgets == {"no_dp": ("none", None, None), "patient_dp_eps8": ("local", 8.0, None), "patient_dp_eps3": ("local", 3.0, None),
+                       "patient_dp_eps1": ("local", 1.0, None), "hospital_dp_z2": ("central", None, 2.0),
+                       "hospital_dp_z8": ("central", None, 8.0)}
+    with pytest.raises(ValueError, match="must build on one arm"):
+        expand_arms([{"name": "x", "arm": "local"}], ["university", "clinic"])
+    with pytest.raises(ValueError, match="needs name and arm"):
+        expand_arms([{"name": "x", "strategy": "fedavg"}], [])
 
 
 def test_table_means_stds_error_rows_and_plot_from_rows(tmp_path: Path) -> None:

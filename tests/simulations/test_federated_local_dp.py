@@ -28,7 +28,8 @@ pytestmark = pytest.mark.slow  # an end-to-end run: scheduled first (tests/conft
 
 REPO = Path(__file__).resolve().parents[2]
 ECS_SIMULATE = Path(sys.executable).parent / "ecs-simulate"
-BUDGET = ["privacy=local", "privacy.local.target_epsilon=2.3", "privacy.local.noise_multiplier=2.0", "training.batch_size=64"]
+BUDGET = ["privacy=local", "privacy.local.target_epsilon=2.3", "privacy.local.noise_multiplier=2.0",
+          "privacy.local.evaluation.noise_multiplier=4.0", "training.batch_size=64"]
 
 
 def test_local_dp_smoke_federation_declines_over_budget_and_ends_cleanly(tmp_path: Path, tiny_cohort: Path) -> None:
