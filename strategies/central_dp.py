@@ -32,6 +32,7 @@ is restored afterwards), so it cannot be regenerated from the run's recorded see
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -42,6 +43,8 @@ from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, 
 from flwr.supercore.privacy_accounting import NeighboringRelation, SamplingMethod
 
 from strategies.factory import StrategySpec, build_strategy
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["CentralDp", "CentralDpSpec", "check_central_dp", "make_accountant", "num_sampled"]
 
@@ -119,6 +122,7 @@ class CentralDp(Strategy):
         self._counters: dict = {}
         self._keys: list[str] = []
         self._float_keys: list[str] = []
+        self._sent: dict[str, np.ndarray] = {}  # the floats of the last train message, to spot a zero update
 
     @property
     def dp(self) -> DifferentialPrivacyServerSideFixedClipping:
@@ -132,6 +136,7 @@ class CentralDp(Strategy):
         self._counters = {k: a for k, a in arrays.items() if a.numpy().dtype.kind != "f"}
         self._float_keys = [k for k in self._keys if k not in self._counters]
         floats = ArrayRecord({k: arrays[k] for k in self._float_keys})
+        self._sent = {k: floats[k].numpy() for k in self._float_keys}
         messages = list(self.dp.configure_train(server_round, floats, config, grid))
         for message in messages:  # the sites receive the whole model, counters included
             message.content[self.dp.strategy.arrayrecord_key] = arrays
@@ -142,6 +147,13 @@ class CentralDp(Strategy):
         for reply in replies:  # Flower clips positionally: the floats in the order they were sent
             for name, record in list(reply.content.array_records.items()):
                 reply.content[name] = ArrayRecord({k: record[k] for k in self._float_keys})
+        for reply in replies:  # Flower's clip divides by the update's norm: a zero update would crash the run
+            record = next(iter(reply.content.array_records.values()))
+            if all(np.array_equal(record[k].numpy(), sent) for k, sent in self._sent.items()):
+                logger.warning("round %d: node %s sent back the global model unchanged (a zero update, which Flower's "
+                               "fixed clipping cannot scale): nothing is released this round", server_round,
+                               reply.metadata.src_node_id)
+                return None, None
         saved = np.random.get_state()  # noqa: NPY002 - Flower draws the noise from NumPy's global generator
         np.random.set_state(np.random.RandomState(np.random.MT19937(np.random.SeedSequence())).get_state())  # noqa: NPY002
         try:

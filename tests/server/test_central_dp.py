@@ -79,6 +79,25 @@ def test_the_global_model_is_the_mean_of_clipped_updates_plus_noise_of_z_c_over_
     assert entry["noise_std"] == {"stage_a": pytest.approx(std)}
 
 
+def test_a_zero_update_releases_nothing_instead_of_crashing(tmp_path) -> None:
+    """Flower's fixed clipping divides by the update's norm: a site that sends the global model
+    back unchanged (found when the noise of z = 8 made a site's steps non-finite) used to stop
+    the run with ZeroDivisionError. Now the round releases nothing and costs no budget."""
+    ctx = _context(tmp_path, **{"rounds.stage_a": 1})
+
+    def unchanged_by_node_1(message: Message) -> Message:
+        if message.metadata.dst_node_id == 1 and message.metadata.message_type == MessageType.TRAIN:
+            return train_reply(1, {k: v.numpy() for k, v in message.content[ARRAYS_RECORD].items()}, n=5.0)
+        return _site_reply(message)
+
+    ctx.grid = FakeGrid(list(CENTERS), unchanged_by_node_1)
+    start = {k: v.copy() for k, v in ctx.state["model_arrays"].items()}
+    run_phase(ctx, "stage_a", 1)
+    for key, value in start.items():  # the global model is kept
+        np.testing.assert_array_equal(ctx.state["model_arrays"][key], value, err_msg=key)
+    assert ctx.privacy.central_entry()["events"] == []  # no release, no epsilon spent
+
+
 def test_the_noise_cannot_be_regenerated_from_the_run_seed(tmp_path) -> None:
     runs = []
     for name in ("a", "b"):
