@@ -233,6 +233,16 @@ def _nan(value: object) -> float:
     return float("nan") if value is None else float(value)
 
 
+def _epsilons(run_dir: Path, training_centers: list[str]) -> dict:
+    """The run's privacy record: the largest epsilon of a training site (patient level) and the
+    server's (hospital level); NaN where the run had no such mechanism."""
+    path = run_dir / "privacy.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    sites = [float(e["epsilon"]) for c, e in (record.get("sites") or {}).items() if c in training_centers]
+    central = record.get("central") or {}
+    return {"epsilon_patient": max(sites) if sites else float("nan"), "epsilon_hospital": _nan(central.get("epsilon"))}
+
+
 def arm_metrics(arm: Arm, run_dir: Path, cfg: DictConfig, training_centers: list[str], cohort_dir: Path) -> dict:
     """The table's figures of one finished arm x seed, from its run folder."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -246,7 +256,7 @@ def arm_metrics(arm: Arm, run_dir: Path, cfg: DictConfig, training_centers: list
         if arm.mode == "local":
             internal = _internal_test_all_centers(cfg, run_dir, training_centers, cohort_dir)
     per_center = [_nan(v) for v in per_center]
-    return {"held_out_auc": _nan(held.get("auc")),
+    return {**_epsilons(run_dir, training_centers), "held_out_auc": _nan(held.get("auc")),
             "held_out_center_auc": sum(per_center) / len(per_center) if per_center else float("nan"),
             "held_out_sensitivity": _nan(held.get("sensitivity")),
             "held_out_specificity": _nan(held.get("specificity")), "internal_test_auc": _nan(internal.get("auc")),

@@ -6,7 +6,8 @@
   finished / failed, the first error;
 * ``runs.csv``: one row per arm x seed (what the means are made of);
 * ``table.md``: the same table in markdown, error rows, and the comparison the issue asks for
-  (best federated arm vs pooled and vs the best single center);
+  (best federated arm vs pooled and vs the best single center); with privacy, each run's epsilon
+  (largest training site's, and the server's) and every arm against the ``no_dp`` arm;
 * ``compare.png``: held-out AUC per arm, one dot per seed, mean +- std.
 
 Standard deviations are over seeds with ``ddof=0``, as in ``ecs-train``'s tables.
@@ -23,7 +24,8 @@ import numpy as np
 __all__ = ["summarise_arms", "write_report", "plot_compare", "METRICS"]
 
 METRICS = ("held_out_auc", "held_out_center_auc", "held_out_sensitivity", "held_out_specificity", "internal_test_auc")
-RUN_FIELDS = ("arm", "kind", "seed", "status", "reused", *METRICS, "threshold", "wall_seconds", "run_dir", "error")
+PRIVACY = ("epsilon_patient", "epsilon_hospital")  # from each run's privacy.json; shown when an arm has one
+RUN_FIELDS = ("arm", "kind", "seed", "status", "reused", *METRICS, *PRIVACY, "threshold", "wall_seconds", "run_dir", "error")
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -42,7 +44,7 @@ def summarise_arms(results: list[dict], arm_order: list[str]) -> list[dict]:
         errors = [r for r in runs if r["status"] != "ok"]
         row = {"arm": arm, "kind": runs[0]["kind"] if runs else "", "runs_ok": len(ok), "runs_failed": len(errors),
                "seeds": " ".join(str(r["seed"]) for r in ok)}
-        for key in METRICS:
+        for key in (*METRICS, *PRIVACY):
             row[f"{key}_mean"], row[f"{key}_std"] = _stats([r.get(key) for r in ok])
         walls = [r["wall_seconds"] for r in ok if r.get("wall_seconds") is not None]
         row["wall_seconds_mean"] = float(np.mean(walls)) if walls else float("nan")
@@ -80,7 +82,17 @@ def _verdict(rows: list[dict], metric: str = "held_out_auc", label: str = "held-
         gap = fed[key] - local[key]
         lines.append(f"- vs the best single center, {local['arm']} ({local[key]:.3f}): {gap:+.3f} "
                      f"(goal: at least +0.03 — {'met' if gap >= 0.03 else 'not met'})")
+    plain = next((r for r in rows if r["arm"] == "no_dp" and not math.isnan(r[key])), None)
+    for row in rows:  # experiment=privacy_sweep: what each privacy setting costs against the same run without
+        if plain is not None and row is not plain and not math.isnan(row[key]):
+            lines.append(f"- {row['arm']} vs no_dp: {row[key] - plain[key]:+.3f}{_epsilon_text(row)}")
     return lines
+
+
+def _epsilon_text(row: dict) -> str:
+    parts = [f"{label} epsilon {row[f'{key}_mean']:.2f}" for key, label in zip(PRIVACY, ("patient", "hospital"), strict=True)
+             if not math.isnan(row[f"{key}_mean"])]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def plot_compare(results: list[dict], arm_order: list[str], path: Path, title: str) -> Path:
@@ -134,15 +146,16 @@ def write_report(results: list[dict], arm_order: list[str], out_dir: Path, meta:
     """Write table.csv, runs.csv, table.md and compare.png into ``out_dir``; return the markdown."""
     out_dir = Path(out_dir)
     rows = summarise_arms(results, arm_order)
-    fields = ["arm", "kind", "runs_ok", "runs_failed", "seeds"] + [f"{k}_{s}" for k in METRICS for s in ("mean", "std")]
+    fields = ["arm", "kind", "runs_ok", "runs_failed", "seeds"] + [f"{k}_{s}" for k in (*METRICS, *PRIVACY) for s in ("mean", "std")]
     _write_csv(out_dir / "table.csv", rows, [*fields, "wall_seconds_mean", "error"])
     _write_csv(out_dir / "runs.csv", results, list(RUN_FIELDS))
     seeds = meta.get("seeds", [])
     held_out = ", ".join(meta.get("held_out_centers", []))
+    private = any(not math.isnan(row[f"{k}_mean"]) for row in rows for k in PRIVACY)
     lines = [f"## experiment=compare on `{meta.get('experiment')}`: seeds {seeds}, held-out centers {held_out}", "",
              "| arm | kind | runs | held-out AUC (all images) | held-out AUC (mean of centers) | held-out sensitivity "
-             "| held-out specificity | internal-test AUC | s per run |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| held-out specificity | internal-test AUC | s per run |" + (" epsilon (patient / hospital) |" if private else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if private else "")]
     for row in rows:
         runs = f"{row['runs_ok']}/{row['runs_ok'] + row['runs_failed']}"
         if row["runs_ok"] == 0:
@@ -150,7 +163,8 @@ def write_report(results: list[dict], arm_order: list[str], out_dir: Path, meta:
             continue
         wall = "n/a" if math.isnan(row["wall_seconds_mean"]) else f"{row['wall_seconds_mean']:.0f}"
         cells = " | ".join(_cell(row, k) for k in METRICS)
-        lines.append(f"| {row['arm']} | {row['kind']} | {runs} | {cells} | {wall} |")
+        epsilon = f" {' / '.join(_cell(row, k) for k in PRIVACY)} |" if private else ""
+        lines.append(f"| {row['arm']} | {row['kind']} | {runs} | {cells} | {wall} |{epsilon}")
     errors = [r for r in results if r["status"] != "ok"]
     if errors:
         lines += ["", "Failed runs (error rows):"] + [f"- {r['arm']} seed {r['seed']}: {r.get('error', '')[:300]}" for r in errors]
@@ -163,7 +177,7 @@ def write_report(results: list[dict], arm_order: list[str], out_dir: Path, meta:
         lines += ["", f"Budget: federated {budget.get('rounds')} rounds, each {budget.get('local')} per site; centralized "
                       f"arms {budget.get('centralized_epochs')} epochs and {budget.get('centralized_gan_steps')} GAN steps "
                       "(total local epochs = rounds x local epochs). Mean ± std over seeds (ddof=0); federated "
-                      "held-out figures from 1,000-bin histograms; internal test = test splits of all training centers."]
+                      "held-out figures from score histograms (1,000 bins; 10 under local DP); internal test = test splits of all training centers."]
     markdown = "\n".join(lines) + "\n"
     (out_dir / "table.md").write_text(markdown)
     plot_compare(results, arm_order, out_dir / "compare.png",

@@ -164,3 +164,23 @@ def test_table_means_stds_error_rows_and_plot_from_rows(tmp_path: Path) -> None:
     assert "vs pooled (0.810): -0.065 (goal: within 0.02 — not met)" in markdown
     assert len(list(csv.DictReader((tmp_path / "runs.csv").open()))) == 9
     assert (tmp_path / "compare.png").stat().st_size > 10_000
+    assert "epsilon" not in markdown  # no arm had a privacy record
+
+
+def test_a_privacy_sweep_table_shows_each_arms_epsilon_and_its_cost_against_no_dp(tmp_path: Path) -> None:
+    def row(arm: str, seed: int, auc: float, patient: float = math.nan, hospital: float = math.nan) -> dict:
+        return {"arm": arm, "kind": "federated", "seed": seed, "status": "ok", "reused": False, "held_out_auc": auc,
+                "held_out_center_auc": auc, "held_out_sensitivity": 0.9, "held_out_specificity": 0.5,
+                "internal_test_auc": auc, "epsilon_patient": patient, "epsilon_hospital": hospital,
+                "threshold": 0.5, "wall_seconds": 10.0, "run_dir": "x"}
+
+    results = [row("no_dp", s, 0.80) for s in range(2)]
+    results += [row("patient_dp_eps8", s, 0.79 - 0.01 * s, patient=7.99 + 0.01 * s) for s in range(2)]
+    results += [row("hospital_dp_z2", s, 0.60, hospital=4.7) for s in range(2)]
+    markdown = write_report(results, ["no_dp", "patient_dp_eps8", "hospital_dp_z2"], tmp_path,
+                            {"experiment": "quick", "seeds": [0, 1], "held_out_centers": ["teaching"]})
+    assert "epsilon (patient / hospital) |" in markdown
+    assert "| 7.995 ± 0.005 / n/a |" in markdown and "| n/a / 4.700 ± 0.000 |" in markdown
+    assert "- patient_dp_eps8 vs no_dp: -0.015 (patient epsilon 8.00)" in markdown
+    assert "- hospital_dp_z2 vs no_dp: -0.200 (hospital epsilon 4.70)" in markdown
+    assert float(_table(tmp_path / "table.csv")["patient_dp_eps8"]["epsilon_patient_mean"]) == pytest.approx(7.995)
