@@ -344,8 +344,9 @@ def evaluate_split(site: Site, global_state: State, request: Evaluate) -> Evalua
     loader = make_loader(TransformedImages(dataset, request.img_size, train=False), request.eval_batch_size, shuffle=False)
     labels, scores = predict_scores(model.student, loader, resolve_device(request.device))
     neg, pos = score_histograms(labels, scores, request.bins)
-    confusion = confusion_at(labels, scores, request.threshold)
-    if dp is not None:  # the Gaussian mechanism; the rest is derived from its output (client.privacy)
+    if dp is None:
+        confusion = confusion_at(labels, scores, request.threshold)
+    else:  # the Gaussian mechanism; the rest is derived from its output (client.privacy)
         account = privacy.load_account(site, request.run_key, dp)
         seed = privacy.secret_seed(site, request.run_key, round_seed(request.seed, site.center, request.split, request.global_round))
         neg, pos = privacy.release_histograms(account, dp, neg, pos, np.random.default_rng(seed))
