@@ -24,18 +24,16 @@ from protocol.messages import (
     CONFIG_RECORD,
     METRICS_RECORD,
     NUM_EXAMPLES,
-    PRIVACY_RECORD,
     Evaluate,
     EvaluateReply,
     MessageError,
     NormStateQuery,
-    PrivacyReport,
 )
 from server import local_dp
 from server.context import Arrays, RunContext, fmt, to_numpy, to_record
 from server.sites import send
 from strategies.validation import evaluate_problem
-from strategies.wrapper import center_metrics, pool_evaluations
+from strategies.wrapper import center_metrics, pool_evaluations, privacy_report
 
 __all__ = ["validation_operating_point", "final_evaluation", "export", "print_final"]
 
@@ -121,12 +119,12 @@ def final_evaluation(ctx: RunContext) -> dict:
 def _keep_privacy_entry(ctx: RunContext, center: str, content: RecordDict) -> str | None:
     """Local DP: the reply's ledger entry into the run's ledger (the final release is accounted
     there too); the reason when the site declined the release, else None."""
-    if PRIVACY_RECORD not in content.config_records:
-        return None
     try:
-        privacy = PrivacyReport.from_record(content[PRIVACY_RECORD])
+        privacy = privacy_report(content)
     except MessageError as exc:
         return f"rejected: privacy record: {exc}"
+    if privacy is None:
+        return None
     declined = {center: privacy.reason} if privacy.declined else {}
     local_dp.record_entries(ctx.privacy.ledger, {center: json.loads(privacy.ledger)}, declined, ctx.log)
     return privacy.reason or None

@@ -67,9 +67,17 @@ from protocol.messages import (
 from strategies.grids import NodeSubsetGrid, TrainGuardGrid, TrainMessageRefused
 from strategies.validation import Rejection, evaluate_problem, validate_train_replies
 
-__all__ = ["RoundReport", "SiteAwareStrategy", "SitesDeclined", "TooManyFailedRounds", "TrainMessageRefused", "center_metrics", "pool_evaluations"]
+__all__ = ["RoundReport", "SiteAwareStrategy", "SitesDeclined", "TooManyFailedRounds", "TrainMessageRefused", "center_metrics", "pool_evaluations",
+           "privacy_report"]
 
 logger = logging.getLogger(__name__)
+
+
+def privacy_report(content: RecordDict) -> PrivacyReport | None:
+    """A reply's ``privacy`` record (local DP), None without one; MessageError when malformed."""
+    if PRIVACY_RECORD not in content.config_records:
+        return None
+    return PrivacyReport.from_record(content[PRIVACY_RECORD])
 
 
 class TooManyFailedRounds(RuntimeError):
@@ -210,14 +218,13 @@ class SiteAwareStrategy(Strategy):
 
     def _privacy(self, report: RoundReport, center: str, content: RecordDict) -> PrivacyReport | None:
         """The reply's ledger entry into ``report.privacy`` (a malformed one: rejected, None)."""
-        if PRIVACY_RECORD not in content.config_records:
-            return None
         try:
-            privacy = PrivacyReport.from_record(content[PRIVACY_RECORD])
+            privacy = privacy_report(content)
         except MessageError as exc:
             report.rejected[center] = f"privacy record: {exc}"
             return None
-        report.privacy[center] = json.loads(privacy.ledger)
+        if privacy is not None:
+            report.privacy[center] = json.loads(privacy.ledger)
         return privacy
 
     def _record_train_centers(self, node_ids: list[int]) -> None:
