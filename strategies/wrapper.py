@@ -67,17 +67,15 @@ from protocol.messages import (
 from strategies.grids import NodeSubsetGrid, TrainGuardGrid, TrainMessageRefused
 from strategies.validation import Rejection, evaluate_problem, validate_train_replies
 
-__all__ = ["RoundReport", "SiteAwareStrategy", "SitesDeclined", "TooManyFailedRounds", "TrainMessageRefused", "center_metrics", "pool_evaluations",
-           "privacy_report"]
+__all__ = ["RoundReport", "SiteAwareStrategy", "SitesDeclined", "TooManyFailedRounds", "TrainMessageRefused", "center_metrics",
+           "pool_evaluations", "privacy_report", "Rejection"]
 
 logger = logging.getLogger(__name__)
 
 
 def privacy_report(content: RecordDict) -> PrivacyReport | None:
     """A reply's ``privacy`` record (local DP), None without one; MessageError when malformed."""
-    if PRIVACY_RECORD not in content.config_records:
-        return None
-    return PrivacyReport.from_record(content[PRIVACY_RECORD])
+    return PrivacyReport.from_record(content[PRIVACY_RECORD]) if PRIVACY_RECORD in content.config_records else None
 
 
 class TooManyFailedRounds(RuntimeError):
@@ -398,6 +396,3 @@ def _average_keys(contents: list[RecordDict], keys: frozenset[str], weight_key: 
     if not filtered or not len(next(iter(filtered[0].array_records.values()))):
         return {}
     return dict(aggregate_arrayrecords(filtered, weight_key).items())
-
-
-__all__ += ["Rejection"]
