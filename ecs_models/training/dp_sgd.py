@@ -233,10 +233,11 @@ class DpSgd:
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> DPOptimizer:
         """Per-example gradient hooks on ``model``'s submodules and a DPOptimizer around ``optimizer``."""
-        from opacus import GradSampleModule
         from opacus.optimizers import DPOptimizer
 
-        self._module = GradSampleModule(model, batch_first=True, loss_reduction="mean", strict=True)
+        from ecs_models.training.per_example_grads import GroupedConvGradSampleModule
+
+        self._module = GroupedConvGradSampleModule(model, batch_first=True, loss_reduction="mean", strict=True)
         device = next(model.parameters()).device
         self._optimizer = DPOptimizer(optimizer, noise_multiplier=self.account.noise_multiplier,
                                       max_grad_norm=self.account.clipping_norm, expected_batch_size=self.expected_batch_size,

@@ -9,11 +9,11 @@ from collections import Counter
 
 import pytest
 import torch
-from opacus import GradSampleModule
 
 from ecs_models import create_model
 from ecs_models.training.distill import DistillationModel, distillation_backward
 from ecs_models.training.dp_sgd import PatientSampler, PrivacyAccount, steps_per_epoch
+from ecs_models.training.per_example_grads import GroupedConvGradSampleModule
 from server.privacy_ledger import epsilon_from_events
 
 STUDENT = dict(channels=[8, 8, 12, 12, 16, 16, 24, 24, 32, 32, 64], transformer_dims=[16, 24, 32], depths=[1, 1, 1])
@@ -82,7 +82,7 @@ def test_per_example_gradients_of_the_joint_distillation_loss_are_each_examples_
                               create_model("teacher", norm="group", img_size=64, **TEACHER)).train()
     model.teacher_projector.requires_grad_(False)
     x, y, weight = torch.randn(3, 1, 64, 64), torch.tensor([0, 1, 1]), torch.tensor([0.5, 2.0])
-    wrapped = GradSampleModule(model, batch_first=True, loss_reduction="mean", strict=True)
+    wrapped = GroupedConvGradSampleModule(model, batch_first=True, loss_reduction="mean", strict=True)  # what DpSgd wraps
     distillation_backward(model, x, y, weight, per_example=True)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     per_example = {n: p.grad_sample.clone() for n, p in params}
