@@ -11,7 +11,8 @@ C: exactly the Poisson-subsampled Gaussian mechanism Opacus accounts for, at the
 
 :class:`DpSgd` enters :func:`ecs_models.training.distill.train_stage` by wrapping: Opacus's
 ``GradSampleModule`` hooks on the whole ``DistillationModel`` (teacher, student and projectors,
-so that one clip bounds everything a site releases) and its ``DPOptimizer`` around the stage's
+so that one clip bounds everything a site releases; grouped convolutions' per-example gradients
+from :mod:`ecs_models.training.per_example_grads`) and its ``DPOptimizer`` around the stage's
 Adam; the hooks are removed when the stage ends, so the model's state is sent as usual.
 
 :class:`PrivacyAccount` keeps one Opacus accountant (RDP or PRV) over every DP step of a site

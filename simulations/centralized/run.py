@@ -49,7 +49,7 @@ from simulations.cohort.generate import cohort_fingerprint, generate_cohort
 from simulations.cohort.repartition import is_partition_of
 from simulations.cohort.spec import cohort_spec_from_config
 
-__all__ = ["seed_everything", "resolve_device", "ensure_cohort", "fill_cache", "run_training", "finished_run", "held_out_datasets",
+__all__ = ["seed_everything", "resolve_device", "ensure_cohort", "fill_cache", "run_training", "distillation_model", "finished_run", "held_out_datasets",
            "student_from_run", "save_synthetic", "load_synthetic"]
 
 SYNTHETIC_FILE = "synthetic.npz"  # the synthetic ultrasound stage A trained on (uint8 images, labels)
@@ -182,6 +182,20 @@ def _student_kwargs(cfg: DictConfig) -> tuple[str, dict]:
     return student_kwargs(OmegaConf.to_container(cfg.model, resolve=True), int(cfg.training.img_size))
 
 
+def distillation_model(cfg: DictConfig) -> DistillationModel:
+    """The student of ``cfg.model`` and, with ``cfg.distillation``, the teacher of ``cfg.teacher``,
+    both at ``cfg.training.img_size`` (freshly initialised: seed torch first)."""
+    name, kwargs = _student_kwargs(cfg)
+    student = create_model(name, **kwargs)
+    teacher = None
+    if cfg.distillation:
+        if not hasattr(student, "forward_with_maps"):
+            raise ValueError(f"distillation=true needs a student with gradient maps; {name} has none")
+        teacher_cfg = OmegaConf.to_container(cfg.teacher, resolve=True)
+        teacher = create_model(teacher_cfg.pop("name"), img_size=int(cfg.training.img_size), **teacher_cfg)
+    return DistillationModel(student, teacher)
+
+
 def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_cache: dict | None = None) -> dict:
     """Train and evaluate one configuration; write checkpoint, metrics and model into ``run_dir``.
 
@@ -222,15 +236,9 @@ def run_training(cfg: DictConfig, run_dir: Path, log: Log = print, *, synthetic_
         synthetic = cap_synthetic(synthetic, len(real_train), float(tr.synthetic_per_real), generator)
         save_synthetic(run_dir / SYNTHETIC_FILE, synthetic)
 
-    name, kwargs = _student_kwargs(cfg)
-    student = create_model(name, **kwargs)
-    teacher = None
-    if cfg.distillation:
-        if not hasattr(student, "forward_with_maps"):
-            raise ValueError(f"distillation=true needs a student with gradient maps; {name} has none")
-        teacher_cfg = OmegaConf.to_container(cfg.teacher, resolve=True)
-        teacher = create_model(teacher_cfg.pop("name"), img_size=int(tr.img_size), **teacher_cfg)
-    model = DistillationModel(student, teacher)
+    name = _student_kwargs(cfg)[0]
+    model = distillation_model(cfg)
+    teacher = model.teacher
 
     size, batch = int(tr.img_size), int(tr.batch_size)
     val_loader = make_loader(TransformedImages(val, size, train=False), int(tr.eval_batch_size), shuffle=False)
