@@ -8,7 +8,10 @@
 * ``table.md``: the same table in markdown, error rows, and the comparison the issue asks for
   (best federated arm vs pooled and vs the best single center); with privacy, each run's epsilon
   (largest training site's, and the server's) and every arm against the ``no_dp`` arm;
-* ``compare.png``: held-out AUC per arm, one dot per seed, mean +- std.
+* ``compare.png``: held-out AUC per arm, one dot per seed, mean +- std;
+* ``privacy_utility.png`` (when arms ran under DP): held-out AUC, sensitivity and specificity
+  against each arm's epsilon (log scale; patient-level and hospital-level DP as two series, mean
+  +- std over seeds), the ``no_dp`` arm as a dashed line.
 
 Standard deviations are over seeds with ``ddof=0``, as in ``ecs-train``'s tables.
 """
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["summarise_arms", "write_report", "plot_compare", "METRICS"]
+__all__ = ["summarise_arms", "write_report", "plot_compare", "plot_privacy_utility", "METRICS"]
 
 METRICS = ("held_out_auc", "held_out_center_auc", "held_out_sensitivity", "held_out_specificity", "internal_test_auc")
 PRIVACY = ("epsilon_patient", "epsilon_hospital")  # from each run's privacy.json; shown when an arm has one
@@ -135,6 +138,43 @@ def plot_compare(results: list[dict], arm_order: list[str], path: Path, title: s
     return path
 
 
+def plot_privacy_utility(rows: list[dict], path: Path, title: str) -> Path | None:
+    """Held-out AUC, sensitivity and specificity against epsilon, from :func:`summarise_arms`'s
+    rows; None (nothing written) when no arm has an epsilon."""
+    series = {"patient-level DP (local)": "epsilon_patient", "hospital-level DP (central)": "epsilon_hospital"}
+    points = {name: [r for r in rows if r["runs_ok"] and not math.isnan(r[f"{key}_mean"])] for name, key in series.items()}
+    if not any(points.values()):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plain = next((r for r in rows if r["arm"] == "no_dp" and r["runs_ok"]), None)
+    fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.8), sharex=True)
+    for ax, metric in zip(axes, ("held_out_auc", "held_out_sensitivity", "held_out_specificity"), strict=True):
+        for (name, key), color in zip(series.items(), ("tab:orange", "tab:purple"), strict=True):
+            chosen = sorted(points[name], key=lambda r: r[f"{key}_mean"])
+            if chosen:
+                ax.errorbar([r[f"{key}_mean"] for r in chosen], [r[f"{metric}_mean"] for r in chosen],
+                            yerr=[r[f"{metric}_std"] for r in chosen], marker="o", capsize=4, color=color, label=name)
+        if plain is not None:
+            ax.axhline(plain[f"{metric}_mean"], color="tab:blue", linestyle="--", linewidth=1, label="no DP")
+        ax.set_xscale("log")
+        ticks = sorted({r[f"{key}_mean"] for name, key in series.items() for r in points[name]})
+        ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks], minor=False)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("epsilon (largest training site's / the server's)")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
@@ -182,4 +222,5 @@ def write_report(results: list[dict], arm_order: list[str], out_dir: Path, meta:
     (out_dir / "table.md").write_text(markdown)
     plot_compare(results, arm_order, out_dir / "compare.png",
                  f"held-out AUC ({held_out}), {meta.get('experiment')}, seeds {seeds}")
+    plot_privacy_utility(rows, out_dir / "privacy_utility.png", f"privacy against utility ({held_out}), seeds {seeds}")
     return markdown

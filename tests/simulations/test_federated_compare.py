@@ -165,6 +165,7 @@ def test_table_means_stds_error_rows_and_plot_from_rows(tmp_path: Path) -> None:
     assert len(list(csv.DictReader((tmp_path / "runs.csv").open()))) == 9
     assert (tmp_path / "compare.png").stat().st_size > 10_000
     assert "epsilon" not in markdown  # no arm had a privacy record
+    assert not (tmp_path / "privacy_utility.png").exists()
 
 
 def test_a_privacy_sweep_table_shows_each_arms_epsilon_and_its_cost_against_no_dp(tmp_path: Path) -> None:
@@ -184,3 +185,4 @@ def test_a_privacy_sweep_table_shows_each_arms_epsilon_and_its_cost_against_no_d
     assert "- patient_dp_eps8 vs no_dp: -0.015 (patient epsilon 8.00)" in markdown
     assert "- hospital_dp_z2 vs no_dp: -0.200 (hospital epsilon 4.70)" in markdown
     assert float(_table(tmp_path / "table.csv")["patient_dp_eps8"]["epsilon_patient_mean"]) == pytest.approx(7.995)
+    assert (tmp_path / "privacy_utility.png").stat().st_size > 10_000  # AUC, sensitivity, specificity against epsilon
