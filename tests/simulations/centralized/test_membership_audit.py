@@ -26,8 +26,11 @@ def test_both_arms_attack_both_networks_on_every_canary(smoke) -> None:
     for arm in report["arms"].values():
         assert set(arm["networks"]) == {"student", "teacher"}
         for m in arm["networks"].values():
-            assert m["members"] + m["non_members"] == report["canaries"] * report["targets"] == 16
-            assert 0.0 <= m["auc"] <= 1.0 and m["epsilon_lower_bound"]["epsilon"] >= 0.0
+            for attack in ("lira_offline", "loss"):
+                assert m[attack]["members"] + m[attack]["non_members"] == report["canaries"] * report["targets"] == 16
+                assert m[attack]["epsilon_lower_bound"]["confidence"] == pytest.approx(0.975)  # two attacks share 95 %
+            assert m["auc"] == max(m["lira_offline"]["auc"], m["loss"]["auc"])
+            assert m["epsilon_lower_bound"] >= 0.0
 
 
 def test_the_dp_arm_trains_under_the_hospitals_budget_and_the_plain_arm_without(smoke) -> None:
@@ -47,6 +50,14 @@ def test_the_folder_holds_report_config_and_versions(smoke) -> None:
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["audit"]["canaries"] == 16 and config["privacy"]["mode"] == "local"
     assert "torch" in json.loads((out / "versions.json").read_text())
+
+
+def test_a_rerun_into_the_folder_reuses_every_trained_model(smoke, capsys) -> None:
+    report, out = smoke
+    root = out.parent
+    again = main(["--preset", "smoke", "--out", str(out), f"paths.root={root}", "cohort_workers=1"])
+    assert capsys.readouterr().out.count("reusing") == 2 * (2 + 1)  # per arm: 2 shadows, 1 target
+    assert again["arms"] == json.loads(json.dumps(report["arms"]))
 
 
 def test_an_audit_without_two_shadows_is_refused() -> None:
