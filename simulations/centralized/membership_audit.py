@@ -157,11 +157,15 @@ def _confidences(model: DistillationModel, canaries: TensorDataset, size: int, d
     return out
 
 
-def _model_record(cfg: DictConfig, out_dir: Path, key: str, train: Callable[[], dict], log: Log) -> dict:
+def _model_record(cfg: DictConfig, out_dir: Path, key: str, epsilon: float | None, train: Callable[[], dict],
+                  log: Log) -> dict:
     """A trained model's record (``confidence`` per network, ``members``, ``privacy``), kept in
-    ``out_dir/models/<key>.json`` so that a rerun into the folder with the same configuration
-    reuses it; another configuration trains again."""
-    digest = hashlib.sha256(json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True).encode()).hexdigest()
+    ``out_dir/models/<key>.json`` so that a rerun into the folder with the same configuration and
+    epsilon reuses it (adding an arm, a shadow or a target trains only those); another
+    configuration trains again."""
+    setting = OmegaConf.to_container(cfg, resolve=True)
+    setting["audit"] = {k: v for k, v in setting["audit"].items() if k not in ("arms", "shadows", "targets")}
+    digest = hashlib.sha256(json.dumps([setting, epsilon], sort_keys=True).encode()).hexdigest()
     path = out_dir / "models" / f"{key}.json"
     if path.is_file():
         record = json.loads(path.read_text())
@@ -213,10 +217,10 @@ def _arm(cfg: DictConfig, out_dir: Path, name: str, epsilon: float | None, canar
     shadows, targets = [], []
     for s in range(int(cfg.audit.shadows)):
         log(f"{name}: shadow {s + 1}/{cfg.audit.shadows} (fresh cohort, no canaries)")
-        shadows.append(_model_record(cfg, out_dir, f"{name}/shadow{s}", lambda s=s: shadow(s), log))
+        shadows.append(_model_record(cfg, out_dir, f"{name}/shadow{s}", epsilon, lambda s=s: shadow(s), log))
     for t in range(int(cfg.audit.targets)):
         log(f"{name}: target {t + 1}/{cfg.audit.targets}")
-        targets.append(_model_record(cfg, out_dir, f"{name}/target{t}", lambda t=t: target(t), log))
+        targets.append(_model_record(cfg, out_dir, f"{name}/target{t}", epsilon, lambda t=t: target(t), log))
     result: dict = {"target_epsilon": epsilon, "privacy": [t["privacy"] for t in targets], "networks": {}}
     for net in shadows[0]["confidence"]:
         m = result["networks"][net] = _attacks(targets, shadows, net)

@@ -52,12 +52,15 @@ def test_the_folder_holds_report_config_and_versions(smoke) -> None:
     assert "torch" in json.loads((out / "versions.json").read_text())
 
 
-def test_a_rerun_into_the_folder_reuses_every_trained_model(smoke, capsys) -> None:
+def test_a_rerun_with_another_arm_trains_that_arm_only(smoke, capsys) -> None:
     report, out = smoke
-    root = out.parent
-    again = main(["--preset", "smoke", "--out", str(out), f"paths.root={root}", "cohort_workers=1"])
-    assert capsys.readouterr().out.count("reusing") == 2 * (2 + 1)  # per arm: 2 shadows, 1 target
-    assert again["arms"] == json.loads(json.dumps(report["arms"]))
+    capsys.readouterr()
+    again = main(["--preset", "smoke", "--out", str(out), f"paths.root={out.parent}", "cohort_workers=1", "+audit.arms.dp_eps2=2.0"])
+    printed = capsys.readouterr().out
+    assert printed.count("reusing") == 2 * (2 + 1)  # the first two arms: 2 shadows and 1 target each
+    assert printed.count("trained 1 epochs") == 3  # the new arm's
+    assert {k: again["arms"][k] for k in report["arms"]} == json.loads(json.dumps(report["arms"]))
+    assert 1.5 < again["arms"]["dp_eps2"]["privacy"][0]["epsilon"] <= 2.0 + 1e-6
 
 
 def test_an_audit_without_two_shadows_is_refused() -> None:
