@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -26,6 +28,14 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--remote-debugging-port=0", "--window-size=1200,900")
 IMAGES_JS = "JSON.stringify(Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]))"
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    """``sig`` to the process group ``process`` leads (it was started with ``start_new_session``)."""
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:  # the whole group has exited already
+        pass
 
 
 def chromium_path() -> str | None:
@@ -95,10 +105,11 @@ def render_page(html_path: Path, screenshot: Path, timeout: float = 60.0) -> dic
     ``screenshot``. ``requests``: every URL the page asked for (data: URIs excluded)."""
     from websockets.sync.client import connect
 
-    with tempfile.TemporaryDirectory(prefix="ecs-chromium-") as profile:
+    # Chromium's helper processes may still write to the profile for a moment after it exits
+    with tempfile.TemporaryDirectory(prefix="ecs-chromium-", ignore_cleanup_errors=True) as profile:
         t0 = time.perf_counter()
         process = subprocess.Popen([chromium_path() or "chromium", *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             port = _devtools_port(Path(profile), process, timeout)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as reply:
@@ -117,10 +128,10 @@ def render_page(html_path: Path, screenshot: Path, timeout: float = 60.0) -> dic
             return {"errors": _errors(session.events), "images": images,
                     "requests": [u for u in requests if not u.startswith("data:")],
                     "seconds": {"start": started, "load": time.perf_counter() - t0 - started}}
-        finally:
-            process.terminate()
+        finally:  # the browser and its helpers: its own process group, started above
+            _signal_group(process, signal.SIGTERM)
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                process.kill()
+                _signal_group(process, signal.SIGKILL)
                 process.wait()

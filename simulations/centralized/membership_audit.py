@@ -61,9 +61,12 @@ __all__ = ["PRESETS", "audit_config", "run_audit", "audit_markdown", "main"]
 EXPERIMENT = "membership_audit"
 NETWORKS = ("student", "teacher")
 SPLITS = ["train", "val", "test"]  # a hospital's patients: every split of its one center
-# smoke: the whole chain in about a minute (numbers meaningless)
+# smoke: the whole chain in seconds, with the federated smoke experiment's narrow models (numbers meaningless)
+TINY_MODELS = ["+model.channels=[8,8,12,12,16,16,24,24,32,32,64]", "+model.transformer_dims=[16,24,32]", "+model.depths=[1,1,1]",
+               "+teacher.channels=[8,8,16,16,24,24,32,32,40,40,64]", "+teacher.transformer_dims=[32,32,32]",
+               "+teacher.depths=[1,1,1]", "+teacher.expansion=2.0", "+teacher.mlp_ratio=2.0"]
 PRESETS = {"default": [], "smoke": ["audit.canaries=16", "audit.hospital_patients=12", "audit.shadows=2", "audit.targets=1",
-                                    "training.stage_a.epochs=1", "training.max_steps_per_epoch=2"]}
+                                    "training.stage_a.epochs=1", "training.max_steps_per_epoch=2", *TINY_MODELS]}
 Log = Callable[[str], None]
 
 
