@@ -88,27 +88,27 @@ def audit_config(preset: str, overrides: list[str] | None = None) -> DictConfig:
     return cfg
 
 
-def _cohort(cfg: DictConfig, seed: int, patients: int, log: Log) -> Path:
-    """A fresh one-center cohort of the ``audit.cohort`` spec with ``patients`` ultrasound patients."""
+def _cohort_images(cfg: DictConfig, seed: int, patients: int):  # noqa: ANN202
+    """The ultrasound of a fresh one-center cohort of the ``audit.cohort`` spec with ``patients``
+    patients (generated once, then reused), every split, as the training data layer reads it."""
     spec_cfg = OmegaConf.to_container(cfg.audit.cohort, resolve=True)
     (center,) = spec_cfg["centers"].values()
     center["n_us"] = int(patients)
     out = Path(cfg.paths.cohorts) / f"{spec_cfg['name']}-{patients}-seed{seed}"
-    generate_cohort(cohort_spec_from_config(spec_cfg), out, seed=seed, workers=int(cfg.cohort_workers), log=log)
-    return out / next(iter(spec_cfg["centers"]))
+    generate_cohort(cohort_spec_from_config(spec_cfg), out, seed=seed, workers=int(cfg.cohort_workers), log=lambda _m: None)
+    return site_us_dataset(out / next(iter(spec_cfg["centers"])), SPLITS,
+                           PreprocessConfig(output_size=int(cfg.training.preprocess_size)), cfg.paths.cache)
 
 
 def _hospital(cfg: DictConfig, seed: int, log: Log):  # noqa: ANN202
-    center = _cohort(cfg, seed, int(cfg.audit.hospital_patients), lambda _m: None)
-    data = site_us_dataset(center, SPLITS, PreprocessConfig(output_size=int(cfg.training.preprocess_size)), cfg.paths.cache)
+    data = _cohort_images(cfg, seed, int(cfg.audit.hospital_patients))
     log(f"  hospital cohort seed {seed}: {len(data)} images of {len(set(data.patient_ids))} patients")
     return data, [f"hospital/{p}" for p in data.patient_ids]
 
 
 def _canaries(cfg: DictConfig, seed: int, log: Log) -> tuple[TensorDataset, list[str]]:
     """One image of each canary patient ([M, 1, S, S] in [0, 1]) with the other label."""
-    center = _cohort(cfg, seed, int(cfg.audit.canaries), lambda _m: None)
-    data = site_us_dataset(center, SPLITS, PreprocessConfig(output_size=int(cfg.training.preprocess_size)), cfg.paths.cache)
+    data = _cohort_images(cfg, seed, int(cfg.audit.canaries))
     first: dict[str, int] = {}
     for index, patient in enumerate(data.patient_ids):
         first.setdefault(patient, index)
