@@ -233,11 +233,16 @@ class DpSgd:
         self._optimizer: DPOptimizer | None = None
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> DPOptimizer:
-        """Per-example gradient hooks on ``model``'s submodules and a DPOptimizer around ``optimizer``."""
+        """Per-example gradient hooks on ``model``'s submodules and a DPOptimizer around ``optimizer``.
+        In-place activations are turned off (same values): Opacus's backward hooks forbid
+        modifying a hooked layer's output in place."""
         from opacus.optimizers import DPOptimizer
 
         from ecs_models.training.per_example_grads import GroupedConvGradSampleModule
 
+        for layer in model.modules():
+            if getattr(layer, "inplace", None) is True:
+                layer.inplace = False
         self._module = GroupedConvGradSampleModule(model, batch_first=True, loss_reduction="mean", strict=True)
         device = next(model.parameters()).device
         self._optimizer = DPOptimizer(optimizer, noise_multiplier=self.account.noise_multiplier,
