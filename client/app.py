@@ -92,15 +92,13 @@ def train(msg: Message, context: Context) -> Message:
     _inject_faults(site, request, context)
     started = time.perf_counter()
     state = msg.content[ARRAYS_RECORD].to_torch_state_dict()
-    if isinstance(request, GanTrain):
-        arrays, reply = task.train_gan_round(site, state, request)
-    elif isinstance(request, ClassifierTrain):
-        try:
-            arrays, reply = task.train_classifier_round(site, state, request)
-        except task.privacy.BudgetExhausted as declined:  # over budget: a typed decline, no arrays
-            return _reply(msg, None, {}, declined.report)
-    else:
+    if not isinstance(request, GanTrain | ClassifierTrain):
         raise ValueError(f"a train message with phase {request.phase!r}")
+    round_of = task.train_gan_round if isinstance(request, GanTrain) else task.train_classifier_round
+    try:
+        arrays, reply = round_of(site, state, request)
+    except task.privacy.BudgetExhausted as declined:  # over budget: a typed decline, no arrays
+        return _reply(msg, None, {}, declined.report)
     metrics = replace(reply, client_seconds=time.perf_counter() - started).to_record()  # handler: arrays in, work, arrays out
     return _reply(msg, arrays, metrics, task.privacy_report(site, request))
 

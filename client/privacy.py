@@ -5,10 +5,13 @@ The privacy unit is the patient (:mod:`ecs_models.training.dp_sgd`): a real ultr
 belongs to its row's patient, a synthetic image to the patient of the MRI it was made from (the
 same ``patient_id`` namespace of the site's label file, so one person with both is one unit).
 
-Budget. The noise multiplier is fixed at the site's first DP round, from the server's target
-epsilon and the steps the run plans (``planned_rounds`` x local epochs x steps per epoch), with the
-sampling rate of the real-ultrasound patients: stage A's pool, which adds MRI patients, samples
-each at a lower rate, so the plan bounds it. Before a round the site computes the epsilon it
+Budget. The SG-CycleGAN's rounds, when they run under DP (:func:`private_gan_round`), have their
+own noise multiplier, fixed at the first, so that the planned GAN steps spend a share of the
+target. The classifiers' noise multiplier is fixed at the site's first classifier round, on top of
+what the GAN spent, from the server's target epsilon and the steps the run plans
+(``planned_rounds`` x local epochs x steps per epoch), with the sampling rate of the
+real-ultrasound patients: stage A's pool, which adds MRI patients, samples each at a lower rate,
+so the plan bounds it. Before a round the site computes the epsilon it
 would have after it; over the target it declines (:class:`BudgetExhausted`) and trains nothing.
 
 Evaluation. An evaluation reply is a release too: its histograms count at most
@@ -47,8 +50,8 @@ from ecs_models.training.dp_sgd import (
 from ecs_models.training.private_histograms import noised_histograms
 from protocol.messages import LocalDp, PrivacyReport
 
-__all__ = ["BudgetExhausted", "site_patient_count", "load_account", "save_account", "report", "private_round", "secret_seed",
-           "evaluation_release", "release_histograms"]
+__all__ = ["BudgetExhausted", "site_patient_count", "load_account", "save_account", "report", "private_round",
+           "private_gan_round", "secret_seed", "evaluation_release", "release_histograms"]
 
 _STATE, _SECRET = "privacy-account", "privacy-secret"
 
@@ -120,6 +123,36 @@ def private_round(account: PrivacyAccount, setting: LocalDp, dataset: Dataset, p
                                               f"{setting.target_epsilon:g} (delta {account.delta:.3g})"))
     sampler = PatientSampler(patients, q, per_epoch, generator)  # train_stage iterates it once per epoch
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_or_empty), q, steps
+
+
+def private_gan_round(account: PrivacyAccount, setting: LocalDp, dataset: Dataset, patients: Sequence[str], *,
+                      batch_size: int, steps: int, generator: torch.Generator) -> tuple[DataLoader, float, float]:
+    """The loader of one SG-CycleGAN round under DP-SGD (:mod:`ecs_models.training.gan_dp`) and its
+    ``(loader, q, z)``; fixes the GAN's noise on first use.
+
+    The GAN's noise is its own: the smallest z with which the run's planned GAN steps
+    (``setting.gan_steps``) at this round's rate spend ``setting.gan_budget_share`` of the target
+    (or the server's fixed z). The classifier rounds' noise is derived later, on top of what the
+    GAN spent (:meth:`~ecs_models.training.dp_sgd.PrivacyAccount.derive_noise`).
+
+    Args:
+        dataset: ``(image, is_us)`` items, MRI and ultrasound; ``patients[i]`` the patient of item i.
+        batch_size: expected patients per step; steps: the round's local steps.
+    Raises:
+        BudgetExhausted: the round (and the final evaluation) would take the epsilon above the target.
+    """
+    q = min(1.0, batch_size / len(set(patients)))
+    if account.gan_noise_multiplier <= 0 and setting.noise_multiplier > 0:
+        account.gan_noise_multiplier = setting.noise_multiplier
+    z = account.derive_gan_noise(setting.gan_budget_share * setting.target_epsilon, q, max(setting.gan_steps, steps))
+    after = account.epsilon((z, q, steps), evaluation_release(account, setting, 1))  # + the final evaluation
+    if after > setting.target_epsilon * (1 + 1e-6):
+        raise BudgetExhausted(report(account, f"declined: {steps} more DP-SGD steps of the SG-CycleGAN (and the final "
+                                              f"evaluation) would take epsilon from {account.epsilon():.3f} to "
+                                              f"{after:.3f}, over the budget {setting.target_epsilon:g} "
+                                              f"(delta {account.delta:.3g})"))
+    sampler = PatientSampler(patients, q, steps, generator)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_or_empty), q, z
 
 
 def evaluation_release(account: PrivacyAccount, setting: LocalDp, count: int = 1) -> tuple[float, float, int]:

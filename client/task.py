@@ -214,16 +214,44 @@ def train_gan_round(site: Site, global_state: State, request: GanTrain) -> tuple
         raise ValueError(f"{site.center}: GAN training needs training MRI and US (has {len(mri)} MRI, {len(us)} US)")
     model = build_gan(spec)
     _load(model, global_state)
-    trainer = gan_trainer(model, total_steps=request.total_steps, lr=request.lr, seed=seed % 2**31,
-                          device=resolve_device(request.device), start_step=(request.phase_round - 1) * steps)
-    mri_loader = make_loader(mri.images, batch, shuffle=True, generator=generator)
-    us_loader = make_loader(us.images, batch, shuffle=True, generator=generator)
     started = time.perf_counter()
-    with proximal_term(model, request.proximal_mu):
-        losses = train_gan(trainer, mri_loader, us_loader, steps=steps)
+    if request.local_dp is not None:
+        _train_gan_private(site, request, model, mri, us, seed)
+        losses = {}  # functions of the site's images: not released under DP
+    else:
+        trainer = gan_trainer(model, total_steps=request.total_steps, lr=request.lr, seed=seed % 2**31,
+                              device=resolve_device(request.device), start_step=(request.phase_round - 1) * steps)
+        mri_loader = make_loader(mri.images, batch, shuffle=True, generator=generator)
+        us_loader = make_loader(us.images, batch, shuffle=True, generator=generator)
+        with proximal_term(model, request.proximal_mu):
+            losses = train_gan(trainer, mri_loader, us_loader, steps=steps)
     reply = TrainReply(num_examples=float(len(mri) + len(us)), train_seconds=time.perf_counter() - started,
                        losses={k: float(v) for k, v in losses.items()})
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, reply
+
+
+def _train_gan_private(site: Site, request: GanTrain, model: torch.nn.Module, mri, us, seed: int) -> None:  # noqa: ANN001
+    """One GAN round under patient-level DP-SGD (:mod:`ecs_models.training.gan_dp`): Poisson-sampled
+    patients of both modalities, as many per step in expectation as the non-private step has images
+    (``batch_size`` of each), every parameter clipped jointly, the site's accountant. Raises
+    ``BudgetExhausted`` when the round would exceed the budget."""
+    from ecs_models.training.gan_dp import DpGanTrainer, train_gan_dp
+
+    if request.proximal_mu > 0:
+        raise ValueError("FedProx's proximal term acts on .grad, which DP-SGD replaces: not supported with local DP")
+    images = torch.cat([mri.images, us.images])
+    is_us = torch.cat([torch.zeros(len(mri), dtype=torch.bool), torch.ones(len(us), dtype=torch.bool)])
+    patients = [*mri.patient_ids, *us.patient_ids]  # one person with both modalities is one unit
+    account = privacy.load_account(site, request.run_key, request.local_dp)
+    secret = privacy.secret_seed(site, request.run_key, seed)  # sampling and noise the server cannot predict
+    loader, q, z = privacy.private_gan_round(account, request.local_dp, torch.utils.data.TensorDataset(images, is_us),
+                                             patients, batch_size=2 * request.batch_size, steps=request.local_steps,
+                                             generator=torch.Generator().manual_seed(secret))
+    dp = DpSgd(account, sample_rate=q, expected_batch_size=q * len(set(patients)), seed=secret + 1, noise_multiplier=z)
+    trainer = DpGanTrainer(model, dp, total_steps=request.total_steps, lr=request.lr,
+                           start_step=(request.phase_round - 1) * request.local_steps, device=resolve_device(request.device))
+    train_gan_dp(trainer, loader)
+    privacy.save_account(site, request.run_key, account)
 
 
 def synthesize(site: Site, generator_state: State, request: Synthesize) -> SynthesizeReply:

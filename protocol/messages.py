@@ -35,8 +35,7 @@ __all__ = ["MessageError", "ModelSpec", "LocalDp", "PrivacyReport", "Request", "
            "HISTOGRAM_KEYS", "CONFUSION_KEYS", "TRAIN_PHASES", "SPLITS"]
 
 # Record names inside a Message's RecordDict (``config`` and ``arrays`` are Flower's strategy defaults).
-CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD, SITE_RECORD, GENERATOR_RECORD, PRIVACY_RECORD = (
-    "config", "arrays", "metrics", "site", "generator", "privacy")
+CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD, SITE_RECORD, GENERATOR_RECORD, PRIVACY_RECORD = "config", "arrays", "metrics", "site", "generator", "privacy"
 NUM_EXAMPLES = "num-examples"  # Flower's default aggregation weight (``weighted_by_key``)
 UNIT_WEIGHT = "unit-weight"  # the weight of uniform aggregation: every site 1
 PROXIMAL_MU = "proximal-mu"  # written by Flower's FedProx into every train config
@@ -65,9 +64,8 @@ def _convert(name: str, value: Any, kind: Any) -> Any:
             return value if isinstance(value, kind) else kind.from_json(str(value))
         except (ValueError, KeyError, TypeError) as exc:
             raise MessageError(f"{name}: not a {'model spec' if kind is ModelSpec else 'local DP setting'} ({exc})") from None
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
+    if kind is bool and isinstance(value, bool):
+        return value
     elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -78,12 +76,11 @@ def _convert(name: str, value: Any, kind: Any) -> Any:
             return float(value)
     elif kind is str and isinstance(value, str):
         return value
-    elif typing.get_origin(kind) is list:
-        if isinstance(value, list | tuple) and all(isinstance(v, int | float) and float(v).is_integer() for v in value):
-            return [int(v) for v in value]
-    elif typing.get_origin(kind) is dict:
-        if isinstance(value, Mapping):
-            return dict(value)
+    elif typing.get_origin(kind) is list and isinstance(value, list | tuple) and all(
+            isinstance(v, int | float) and float(v).is_integer() for v in value):
+        return [int(v) for v in value]
+    elif typing.get_origin(kind) is dict and isinstance(value, Mapping):
+        return dict(value)
     raise MessageError(f"{name}: expected {getattr(kind, '__name__', kind)}, got {type(value).__name__} {value!r:.60}")
 
 
@@ -147,7 +144,7 @@ class ModelSpec:
 class LocalDp:
     """Patient-level DP at every site as the server asks it: DP-SGD and noised evaluation histograms (client.privacy)."""
 
-    target_epsilon: float  # the site's whole-run budget (all classifier rounds and evaluation releases)
+    target_epsilon: float  # the site's whole-run budget (GAN and classifier rounds, evaluation releases)
     delta: float  # 0: 1 / (10 x the site's patients)
     clipping_norm: float  # L2 bound of one patient's joint gradient (teacher + student + projectors)
     noise_multiplier: float  # 0: from target_epsilon, delta and the planned steps and releases
@@ -156,11 +153,14 @@ class LocalDp:
     eval_noise_multiplier: float = 0.0  # z of an evaluation release (std z x eval_images_per_patient per bin); 0: derived
     eval_budget_share: float = 0.1  # ... so that the planned releases spend this share of target_epsilon
     eval_images_per_patient: int = 1  # images of one patient an evaluation counts at most: the release's sensitivity
+    gan_steps: int = 0  # the SG-CycleGAN's DP-SGD steps the run plans (rounds x local steps; 0: no GAN rounds)
+    gan_budget_share: float = 0.3  # ... whose noise is derived so that they spend this share of target_epsilon
 
     def __post_init__(self) -> None:
-        if not (self.target_epsilon > 0 and 0 <= self.delta < 1 and self.clipping_norm > 0 and self.noise_multiplier >= 0
-                and self.planned_rounds >= 1 and self.accountant in ("rdp", "prv") and self.eval_noise_multiplier >= 0
-                and 0 < self.eval_budget_share < 1 and self.eval_images_per_patient >= 1):
+        shares = self.eval_budget_share + self.gan_budget_share * (self.gan_steps > 0)  # what DP-SGD's noise leaves room for
+        if not (self.target_epsilon > 0 and 0 <= self.delta < 1 and self.clipping_norm > 0 and min(self.noise_multiplier,
+                self.eval_noise_multiplier, self.gan_steps) >= 0 and self.planned_rounds >= 1 and self.accountant in ("rdp", "prv")
+                and 0 < min(self.eval_budget_share, self.gan_budget_share) and shares < 1 and self.eval_images_per_patient >= 1):
             raise ValueError(f"bad local DP setting {self}")
     as_dict, to_json, from_json = ModelSpec.as_dict, ModelSpec.to_json, classmethod(lambda cls, text: cls(**json.loads(text)))
 

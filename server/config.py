@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["CONFIG_MODULE", "CONFIG_NAME", "compose_config", "held_out_centers", "run_config_overrides"]
+__all__ = ["CONFIG_MODULE", "CONFIG_NAME", "compose_config", "gan_rounds", "held_out_centers", "run_config_overrides"]
 
 CONFIG_MODULE = "configs.federated"
 CONFIG_NAME = "simulate"
@@ -54,6 +54,11 @@ def run_config_overrides(run_config: Mapping[str, object], run_id: int | str | N
     if run_config.get("resume"):
         overrides.append("resume=true")
     return overrides
+
+
+def gan_rounds(cfg: DictConfig) -> int:
+    """The federated SG-CycleGAN rounds the run trains: none without synthesis or with a generator artifact."""
+    return int(cfg.rounds.gan) if cfg.synthesis and not cfg.gan_artifact else 0
 
 
 def held_out_centers(cfg: DictConfig) -> list[str]:

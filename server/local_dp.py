@@ -17,6 +17,7 @@ from collections.abc import Callable
 from omegaconf import DictConfig
 
 from protocol.messages import LocalDp
+from server.config import gan_rounds
 from server.privacy_ledger import PrivacyLedger
 from strategies.wrapper import RoundReport
 
@@ -26,17 +27,19 @@ EXHAUSTED = "exhausted"  # key added to a site's ledger entry when it declined a
 
 
 def local_dp(cfg: DictConfig) -> LocalDp | None:
-    """The setting every request carries (None without local DP). The budget must last all
-    classifier rounds (stage A + B) of the run."""
+    """The setting every request carries (None without local DP). The budget must last the GAN's
+    rounds (their own share of it) and all classifier rounds (stage A + B) of the run."""
     if str(cfg.privacy.mode) not in ("local", "both"):
         return None
     loc = cfg.privacy.local
+    gan_steps = gan_rounds(cfg) * int(cfg.local.gan_steps)
     return LocalDp(target_epsilon=float(loc.target_epsilon), delta=float(loc.delta or 0.0),
                    clipping_norm=float(loc.clipping_norm), noise_multiplier=float(loc.noise_multiplier or 0.0),
                    planned_rounds=max(1, int(cfg.rounds.stage_a) + int(cfg.rounds.stage_b)), accountant=str(loc.accountant),
                    eval_noise_multiplier=float(loc.evaluation.noise_multiplier or 0.0),
                    eval_budget_share=float(loc.evaluation.budget_share),
-                   eval_images_per_patient=int(loc.evaluation.images_per_patient))
+                   eval_images_per_patient=int(loc.evaluation.images_per_patient),
+                   gan_steps=gan_steps, gan_budget_share=float(loc.gan.budget_share))
 
 
 def evaluation_noise_std(cfg: DictConfig, ledger: PrivacyLedger, centers: list[str]) -> float:
@@ -53,10 +56,6 @@ def check_local_dp(cfg: DictConfig) -> None:
     """Refuse, before any site is contacted, a local-DP run whose releases DP-SGD would not cover."""
     if local_dp(cfg) is None:
         return
-    if cfg.synthesis and not cfg.gan_artifact and int(cfg.rounds.gan) > 0:
-        raise ValueError("privacy=local: the federated SG-CycleGAN is not trained under DP-SGD (its discriminators, and "
-                         "its generators through the cycle and identity terms, see real images); set synthesis=false "
-                         "or give a gan_artifact (docs/privacy.md)")
     if float(cfg.strategy.get("proximal_mu") or 0.0) > 0:
         raise ValueError("privacy=local: FedProx's proximal term acts on the gradient DP-SGD replaces; use strategy=fedavg")
     norms = {"model": cfg.model.get("norm"), "teacher": cfg.teacher.get("norm") if cfg.distillation else "group"}

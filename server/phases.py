@@ -23,6 +23,7 @@ from ecs_models.training.binned_metrics import binned_metrics, binned_threshold
 from ecs_models.training.metrics import CheckpointSelector
 from protocol.messages import GAN_LOSS, NUM_EXAMPLES, TRAIN_LOSS, Evaluate
 from server import local_dp
+from server.config import gan_rounds
 from server.context import RunContext, fmt, rng_state, to_numpy, to_record, torch_state
 from strategies.central_dp import num_sampled
 from strategies.factory import build_strategy
@@ -39,8 +40,7 @@ class SimulatedServerCrash(RuntimeError):
 def plan(ctx: RunContext) -> list[tuple[str, int]]:
     """(phase, rounds) in order; no GAN rounds without synthesis or with a generator artifact."""
     cfg = ctx.cfg
-    gan_rounds = int(cfg.rounds.gan) if cfg.synthesis and not cfg.gan_artifact else 0
-    return [("gan", gan_rounds), ("stage_a", int(cfg.rounds.stage_a)), ("stage_b", int(cfg.rounds.stage_b))]
+    return [("gan", gan_rounds(cfg)), ("stage_a", int(cfg.rounds.stage_a)), ("stage_b", int(cfg.rounds.stage_b))]
 
 
 def _global_base(ctx: RunContext, phase: str) -> int:

@@ -38,7 +38,8 @@ if TYPE_CHECKING:  # Opacus is imported where DP runs: it is a quarter of a site
 __all__ = ["PatientSampler", "PrivacyAccount", "DpSgd", "steps_per_epoch", "collate_or_empty", "MECHANISM"]
 
 MECHANISM = ("DP-SGD (Opacus), patient-level: Poisson-sampled patients, one image per sampled patient, "
-             "one L2 clip over the teacher, student and projectors; in a federation also every evaluation reply, "
+             "one L2 clip over the teacher, student and projectors (a GAN round: over every SG-CycleGAN parameter, "
+             "ecs_models.training.gan_dp); in a federation also every evaluation reply, "
              "its histograms noised by the Gaussian mechanism (the gaussian events of the evaluation's noise multiplier)")
 
 
@@ -103,6 +104,7 @@ class PrivacyAccount:
         self.name, self.delta, self.clipping_norm = accountant, float(delta), float(clipping_norm)
         self.noise_multiplier = float(noise_multiplier)
         self.eval_noise_multiplier = 0.0  # z of the evaluation releases (client.privacy), fixed once (0: not yet)
+        self.gan_noise_multiplier = 0.0  # z of the SG-CycleGAN's DP-SGD steps, fixed once (0: not yet)
         from opacus.accountants import create_accountant
 
         self.accountant = create_accountant(accountant)
@@ -145,34 +147,45 @@ class PrivacyAccount:
         return {"accountant": self.name, "mechanism": mechanism, "clipping_norm": self.clipping_norm,
                 "events": self.events(), "epsilon": self.epsilon(), "delta": self.delta,
                 "noise_multiplier": self.noise_multiplier, "evaluation_noise_multiplier": self.eval_noise_multiplier,
-                "unit": "patient"}
+                "gan_noise_multiplier": self.gan_noise_multiplier, "unit": "patient"}
 
     def derive_noise(self, target_epsilon: float, sample_rate: float, steps: int,
                      reserved: tuple[float, float, int] | None = None) -> float:
         """Fix z once: the smallest noise multiplier with which ``steps`` steps at ``sample_rate``
-        stay within ``target_epsilon`` (Opacus's ``get_noise_multiplier``, this accountant), with
-        room left for the ``reserved`` releases ``(z, q, count)`` (the evaluation's), composed by
-        this accountant in a bisection of z (to 0.01 in epsilon, as Opacus's own search).
+        stay within ``target_epsilon`` (Opacus's ``get_noise_multiplier``, this accountant), on top
+        of what the account has spent (the GAN's steps) and with room left for the ``reserved``
+        releases ``(z, q, count)`` (the evaluation's), composed by this accountant in a bisection
+        of z (to 0.01 in epsilon, as Opacus's own search).
 
         Raises:
-            ValueError: the reserved releases alone spend the target.
+            ValueError: the spent and reserved releases alone spend the target.
         """
         if self.noise_multiplier > 0:
             return self.noise_multiplier
-        if reserved is None or reserved[2] <= 0:
+        releases = (reserved,) if reserved is not None and reserved[2] > 0 else ()
+        if not releases and not self.accountant.history:
             from opacus.accountants.utils import get_noise_multiplier
 
             self.noise_multiplier = float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=self.delta,
                                                                sample_rate=sample_rate, steps=steps, accountant=self.name))
             return self.noise_multiplier
-        plan = PrivacyAccount(self.name, self.delta, self.clipping_norm)
-        alone = plan.epsilon(reserved)
+        alone = self.epsilon(*releases)
         if alone >= target_epsilon:
-            raise ValueError(f"the {reserved[2]} evaluation releases at noise multiplier {reserved[0]:g} alone spend "
-                             f"epsilon {alone:.2f} of the budget {target_epsilon:g}: raise "
-                             "privacy.local.evaluation.noise_multiplier or leave it to budget_share")
-        self.noise_multiplier = plan.smallest_noise(lambda z: ((z, sample_rate, steps), reserved), target_epsilon)
+            spent = f" and the releases so far (epsilon {self.epsilon():.2f}, the GAN's)" if self.accountant.history else ""
+            planned = f"the {releases[0][2]} evaluation releases at noise multiplier {releases[0][0]:g}" if releases else "nothing"
+            raise ValueError(f"{planned}{spent} alone spend epsilon {alone:.2f} of the budget {target_epsilon:g}: raise "
+                             "privacy.local.evaluation.noise_multiplier or leave it to budget_share"
+                             + (", or lower privacy.local.gan.budget_share" if spent else ""))
+        self.noise_multiplier = self.smallest_noise(lambda z: ((z, sample_rate, steps), *releases), target_epsilon)
         return self.noise_multiplier
+
+    def derive_gan_noise(self, target_epsilon: float, sample_rate: float, steps: int) -> float:
+        """Fix the SG-CycleGAN steps' z once: the smallest with which ``steps`` steps at
+        ``sample_rate`` alone stay within ``target_epsilon`` (their share; :meth:`smallest_noise`)."""
+        if self.gan_noise_multiplier <= 0:
+            plan = PrivacyAccount(self.name, self.delta, self.clipping_norm)
+            self.gan_noise_multiplier = plan.smallest_noise(lambda z: ((z, sample_rate, steps),), target_epsilon)
+        return self.gan_noise_multiplier
 
     def derive_release_noise(self, target_epsilon: float, count: int) -> float:
         """Fix the evaluation releases' z once: the smallest with which ``count`` Gaussian releases
@@ -203,13 +216,14 @@ class PrivacyAccount:
         """Plain data (lists, floats, str): what a resumed run restores."""
         return {"accountant": self.name, "delta": self.delta, "clipping_norm": self.clipping_norm,
                 "noise_multiplier": self.noise_multiplier, "eval_noise_multiplier": self.eval_noise_multiplier,
-                "history": [list(h) for h in self.accountant.history]}
+                "gan_noise_multiplier": self.gan_noise_multiplier, "history": [list(h) for h in self.accountant.history]}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> PrivacyAccount:
         account = cls(str(state["accountant"]), float(state["delta"]), float(state["clipping_norm"]),
                       float(state["noise_multiplier"]))
         account.eval_noise_multiplier = float(state.get("eval_noise_multiplier", 0.0))  # absent before evaluation releases
+        account.gan_noise_multiplier = float(state.get("gan_noise_multiplier", 0.0))  # absent before GAN rounds under DP
         account.accountant.history = [(float(z), float(q), int(n)) for z, q, n in state["history"]]
         return account
 
@@ -222,11 +236,14 @@ class DpSgd:
         sample_rate: q of the :class:`PatientSampler` feeding the stage.
         expected_batch_size: q x patients (Opacus divides the noisy sum by it).
         seed: seeds the noise (reruns and resumed runs repeat it; not a cryptographic generator).
+        noise_multiplier: z of these steps; None: the account's (a GAN round passes its own).
     """
 
-    def __init__(self, account: PrivacyAccount, *, sample_rate: float, expected_batch_size: float, seed: int) -> None:
-        if account.noise_multiplier <= 0:
-            raise ValueError("the account's noise multiplier is not set (derive_noise or a configured value)")
+    def __init__(self, account: PrivacyAccount, *, sample_rate: float, expected_batch_size: float, seed: int,
+                 noise_multiplier: float | None = None) -> None:
+        self.noise_multiplier = float(account.noise_multiplier if noise_multiplier is None else noise_multiplier)
+        if self.noise_multiplier <= 0:
+            raise ValueError("the noise multiplier is not set (derive_noise or a configured value)")
         self.account, self.sample_rate = account, float(sample_rate)
         self.expected_batch_size, self.seed = max(1, round(expected_batch_size)), int(seed)
         self._module: GradSampleModule | None = None
@@ -245,7 +262,7 @@ class DpSgd:
                 layer.inplace = False
         self._module = GroupedConvGradSampleModule(model, batch_first=True, loss_reduction="mean", strict=True)
         device = next(model.parameters()).device
-        self._optimizer = DPOptimizer(optimizer, noise_multiplier=self.account.noise_multiplier,
+        self._optimizer = DPOptimizer(optimizer, noise_multiplier=self.noise_multiplier,
                                       max_grad_norm=self.account.clipping_norm, expected_batch_size=self.expected_batch_size,
                                       loss_reduction="mean", generator=torch.Generator(device).manual_seed(self.seed))
         self._optimizer.attach_step_hook(lambda opt: self.account.add(opt.noise_multiplier, self.sample_rate, 1))

@@ -7,7 +7,8 @@ are prefixed with the center, so equal ids at two centers stay two patients); de
 planned steps of both stages (Opacus's ``get_noise_multiplier``), as at a site. The entry goes
 to ``privacy.json`` (:func:`simulations.centralized.privacy.write_privacy_record`) and
 ``metrics.json``. Not covered, as in a federation: checkpoint selection and the operating point on
-validation patients (no noise), and the SG-CycleGAN (refused: ``synthesis=false``).
+validation patients (no noise), and the SG-CycleGAN (refused: ``synthesis=false``; a federated
+site trains it under DP-SGD, :mod:`ecs_models.training.gan_dp`).
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ def pooled_dp(cfg: DictConfig, cohort_dir: Path, centers: Sequence[str], dataset
     if str(cfg.privacy.mode) != "local":
         return None
     if cfg.synthesis:
-        raise ValueError("privacy=local: the SG-CycleGAN is not trained under DP-SGD (its discriminators see real "
-                         "ultrasound); set synthesis=false (docs/privacy.md)")
+        raise ValueError("privacy=local: the pooled run does not train the SG-CycleGAN under DP-SGD (a federated run "
+                         "does: ecs-simulate privacy=local); set synthesis=false (docs/privacy.md)")
     if cfg.model.get("norm") != "group" or (cfg.distillation and cfg.teacher.get("norm") != "group"):
         raise ValueError("privacy=local needs GroupNorm models (model.norm=group, teacher.norm=group)")
     patients = [f"{c}/{p}" for c, ds in zip(centers, datasets, strict=True) for p in ds.patient_ids]
