@@ -11,7 +11,12 @@ import torch
 
 from ecs_models.sg_cyclegan import create_sg_cyclegan
 from ecs_models.training.dp_sgd import DpSgd, PatientSampler, PrivacyAccount, collate_or_empty
-from ecs_models.training.gan import GanLossWeights, discriminator_loss, generator_loss_terms, total_generator_loss
+from ecs_models.training.gan import (
+    GanLossWeights,
+    discriminator_loss,
+    generator_loss_terms,
+    total_generator_loss,
+)
 from ecs_models.training.gan_dp import (
     DpGanTrainer,
     patient_discriminator_losses,
