@@ -69,7 +69,7 @@ def _alone(model, image: torch.Tensor, is_us: torch.Tensor) -> dict[str, torch.T
 def test_per_example_gradients_are_each_patients_own_over_every_parameter() -> None:
     # float64: InstanceNorm's gradients at initialisation are ill-conditioned enough that float32
     # sums of single rows and of the batch differ by percents (biases before a norm: exactly 0)
-    model, (images, is_us) = _gan().double(), _batch()
+    model, (images, is_us) = _gan().double(), _batch(2)  # one MRI and one ultrasound patient
     images = images.double()
     reference = copy.deepcopy(model)
     account = PrivacyAccount("rdp", 1e-5, clipping_norm=1.0, noise_multiplier=1.0)
