@@ -171,11 +171,12 @@ class PrivacyAccount:
             return self.noise_multiplier
         alone = self.epsilon(*releases)
         if alone >= target_epsilon:
-            spent = f" and the releases so far (epsilon {self.epsilon():.2f}, the GAN's)" if self.accountant.history else ""
-            planned = f"the {releases[0][2]} evaluation releases at noise multiplier {releases[0][0]:g}" if releases else "nothing"
-            raise ValueError(f"{planned}{spent} alone spend epsilon {alone:.2f} of the budget {target_epsilon:g}: raise "
-                             "privacy.local.evaluation.noise_multiplier or leave it to budget_share"
-                             + (", or lower privacy.local.gan.budget_share" if spent else ""))
+            parts = [f"the {r[2]} evaluation releases at noise multiplier {r[0]:g}" for r in releases]
+            if self.accountant.history:
+                parts.append(f"the releases so far (epsilon {self.epsilon():.2f}, the GAN's)")
+            raise ValueError(f"{' and '.join(parts)} alone spend epsilon {alone:.2f} of the budget {target_epsilon:g}: "
+                             "raise privacy.local.evaluation.noise_multiplier or leave it to budget_share"
+                             + (", or lower privacy.local.gan.budget_share" if self.accountant.history else ""))
         self.noise_multiplier = self.smallest_noise(lambda z: ((z, sample_rate, steps), *releases), target_epsilon)
         return self.noise_multiplier
 
