@@ -37,6 +37,7 @@ __all__ = [
     "ReplayBuffer",
     "discriminator_loss",
     "gan_trainer",
+    "position_schedule",
     "generator_loss_terms",
     "synthesize_us",
     "total_generator_loss",
@@ -283,14 +284,12 @@ class GanTrainer:
         self.step = int(state["step"])  # type: ignore[arg-type]
 
 
-def _position_schedule(trainer: GanTrainer, step: int) -> None:
-    """Put a fresh GanTrainer at global ``step``: step counter, LR factor, scheduler position."""
-    trainer.step = step
-    for optimizer, scheduler in ((trainer.opt_g, trainer.sched_g), (trainer.opt_d, trainer.sched_d)):
-        factor = scheduler.lr_lambdas[0](step)
-        for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
-            group["lr"] = base * factor
-        scheduler.last_epoch = step
+def position_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR, step: int) -> None:
+    """Put a fresh optimiser's ``LambdaLR`` at global ``step``: its learning rate and position."""
+    factor = scheduler.lr_lambdas[0](step)
+    for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+        group["lr"] = base * factor
+    scheduler.last_epoch = step
 
 
 def gan_trainer(model: SGCycleGAN, *, total_steps: int, lr: float, seed: int, device: torch.device | str | None = None,
@@ -301,7 +300,9 @@ def gan_trainer(model: SGCycleGAN, *, total_steps: int, lr: float, seed: int, de
     total = max(1, int(total_steps))
     trainer = GanTrainer(model, GanTrainConfig(total_steps=total, decay_start_step=total // 2, lr=lr, seed=seed), device=device)
     if start_step:
-        _position_schedule(trainer, start_step)
+        trainer.step = start_step
+        for optimizer, scheduler in ((trainer.opt_g, trainer.sched_g), (trainer.opt_d, trainer.sched_d)):
+            position_schedule(optimizer, scheduler, start_step)
     return trainer
 
 

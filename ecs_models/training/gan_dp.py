@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from ecs_models.sg_cyclegan import SGCycleGAN, dann_lambda
 from ecs_models.training.dp_sgd import DpSgd
-from ecs_models.training.gan import GanLossWeights, GanTrainConfig, _linear_decay
+from ecs_models.training.gan import GanLossWeights, GanTrainConfig, _linear_decay, position_schedule
 
 __all__ = ["DpGanTrainer", "patient_discriminator_losses", "patient_generator_losses", "train_gan_dp"]
 
@@ -113,10 +113,7 @@ class DpGanTrainer:
         adam = torch.optim.Adam(model.parameters(), lr=lr, betas=self.config.betas)
         self.optimizer = dp.wrap(model, adam)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _linear_decay(self.config))
-        factor = self.scheduler.lr_lambdas[0](self.step)  # positioned at start_step
-        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
-            group["lr"] = base * factor
-        self.scheduler.last_epoch = self.step
+        position_schedule(self.optimizer, self.scheduler, self.step)
 
     def per_patient_gradients(self, images: torch.Tensor, is_us: torch.Tensor) -> dict[str, float]:
         """Forward and backward of a non-empty mixed batch: every parameter's ``grad_sample``
